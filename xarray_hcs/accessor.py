@@ -1,0 +1,85 @@
+"""The ``.hcs`` accessor on ``xarray.DataTree``: the plate-level view of a tree.
+
+Everything here is xarray in → xarray (or plain Python) out; nothing touches a store.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+import xarray as xr
+
+from .errors import HcsNotAPlateError
+from .ngff import Acquisition, Plate, Well
+
+__all__ = ["HcsAccessor"]
+
+
+@xr.register_datatree_accessor("hcs")
+class HcsAccessor:
+    """Plate-level operations on a DataTree opened with ``engine="ome-hcs"``.
+
+    The tree's root must be the plate node (its ``attrs["ome"]["plate"]`` describes it).
+    """
+
+    def __init__(self, tree: xr.DataTree) -> None:
+        self._tree = tree
+
+    # -- metadata -------------------------------------------------------------------------
+
+    @cached_property
+    def _ome(self) -> dict[str, Any]:
+        ome = self._tree.attrs.get("ome")
+        if not isinstance(ome, dict) or "plate" not in ome:
+            raise HcsNotAPlateError("the root of this tree holds no OME-NGFF plate metadata "
+                                    "(open the store with engine='ome-hcs')", self._tree.path)
+        return ome
+
+    @property
+    def version(self) -> str:
+        """The OME-NGFF version the plate was read as (``"0.4"``, ``"0.5"``, ...)."""
+        return str(self._ome.get("version"))
+
+    @cached_property
+    def plate(self) -> Plate:
+        """The plate metadata as a typed :class:`~xarray_hcs.ngff.Plate`."""
+        return Plate.from_dict(self._ome["plate"], self._tree.path)
+
+    @property
+    def rows(self) -> list[str]:
+        """Row names of the plate layout, in order."""
+        return list(self.plate.rows)
+
+    @property
+    def columns(self) -> list[str]:
+        """Column names of the plate layout, in order (spelled as stored: "3" or "03")."""
+        return list(self.plate.columns)
+
+    @property
+    def wells(self) -> list[str]:
+        """Paths (``"B/03"``) of the wells the tree holds, in plate order."""
+        children = self._tree.children
+        return [w.path for w in self.plate.wells
+                if w.row in children and w.column in children[w.row].children]
+
+    @property
+    def acquisitions(self) -> list[Acquisition]:
+        """The plate's acquisitions (empty for plates that declare none)."""
+        return list(self.plate.acquisitions)
+
+    def well(self, path: str) -> Well:
+        """The metadata of one well."""
+        node = self._tree[path]
+        return Well.from_dict(node.attrs["ome"]["well"], path)  # type: ignore[union-attr]
+
+    @property
+    def field_paths(self) -> list[str]:
+        """Paths (``"B/03/0"``) of every field image in the tree, well by well."""
+        out = []
+        for wpath in self.wells:
+            node = self._tree[wpath]
+            images = node.attrs.get("ome", {}).get("well", {}).get("images", [])
+            out.extend(f"{wpath}/{im['path']}" for im in images
+                       if im["path"] in node.children)  # type: ignore[union-attr]
+        return out

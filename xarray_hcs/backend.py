@@ -1,0 +1,138 @@
+"""The xarray backend: ``xr.open_datatree(store, engine="ome-hcs")``.
+
+A thin adapter in the manner of rioxarray's ``xarray_plugin``: it turns xarray's calls into
+:class:`~xarray_hcs.tree.OpenOptions` and hands them to :mod:`xarray_hcs.open`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+from xarray.backends import BackendEntrypoint
+
+from ._xarray_internals import mark_indexed
+from .errors import HcsSelectionError
+from .open import plate_groups, plate_tree
+from .tree import OpenOptions
+
+__all__ = ["OmeHcsBackendEntrypoint"]
+
+_PARAMS = ("acquisition", "wells", "fields", "levels", "labels", "storage_options",
+           "consolidated", "validate", "on_missing", "group", "drop_variables")
+
+
+def _options(acquisition: Any = None, wells: Any = None, fields: Any = None, levels: Any = None,
+             labels: Any = True, validate: bool = False, on_missing: str = "raise"
+             ) -> OpenOptions:
+    # chunks stay None: xarray owns ``chunks=`` and chunks our lazy arrays itself
+    return OpenOptions(acquisition=acquisition, wells=wells, fields=fields, levels=levels,
+                       labels=labels, validate=validate, on_missing=on_missing)  # type: ignore
+
+
+def _looks_like_plate(path: str) -> bool:
+    p = Path(path)
+    if p.suffix.lower() == ".ozx" and p.is_file():
+        return True
+    for name in ("zarr.json", ".zattrs"):
+        doc = p / name
+        if doc.is_file() and doc.stat().st_size < 64 << 20:
+            try:
+                attrs = json.loads(doc.read_bytes())
+            except ValueError:
+                return False
+            if name == "zarr.json":
+                attrs = attrs.get("attributes", {}).get("ome", {})
+            return isinstance(attrs, dict) and "plate" in attrs
+    return False
+
+
+class OmeHcsBackendEntrypoint(BackendEntrypoint):
+    """Open OME-Zarr High Content Screening plates (OME-NGFF 0.4 / 0.5) with xarray.
+
+    Options (all optional): ``acquisition``, ``wells``, ``fields``, ``levels``, ``labels``,
+    ``storage_options``, ``consolidated``, ``validate``, ``on_missing``; see
+    :func:`xarray_hcs.open_plate`.
+    """
+
+    description = "OME-Zarr HCS plates (OME-NGFF 0.4/0.5) as DataTrees"
+    url = "https://github.com/xarray-hcs/xarray-hcs"
+    open_dataset_parameters = _PARAMS
+
+    def guess_can_open(self, filename_or_obj: Any) -> bool:
+        # xarray asks engines alphabetically, "ome-hcs" before "zarr": claim only real plates
+        if isinstance(filename_or_obj, str | os.PathLike):
+            s = os.fspath(filename_or_obj)
+            if "://" in s:
+                return False
+            try:
+                return _looks_like_plate(s)
+            except OSError:
+                return False
+        return False
+
+    def open_datatree(self, filename_or_obj: Any, *, acquisition: Any = None, wells: Any = None,
+                      fields: Any = None, levels: Any = None, labels: Any = True,
+                      storage_options: dict[str, Any] | None = None,
+                      consolidated: bool | None = None, validate: bool = False,
+                      on_missing: str = "raise", group: str | None = None,
+                      drop_variables: str | Iterable[str] | None = None,
+                      **kwargs: Any) -> xr.DataTree:
+        opts = _options(acquisition, wells, fields, levels, labels, validate, on_missing)
+        tree = plate_tree(filename_or_obj, opts, storage_options, consolidated)
+        if group not in (None, "", "/"):
+            tree = tree[group.strip("/")]  # type: ignore[assignment,union-attr]
+            tree.orphan()
+        return mark_indexed(tree)
+
+    def open_groups_as_dict(self, filename_or_obj: Any, *, acquisition: Any = None,
+                            wells: Any = None, fields: Any = None, levels: Any = None,
+                            labels: Any = True, storage_options: dict[str, Any] | None = None,
+                            consolidated: bool | None = None, validate: bool = False,
+                            on_missing: str = "raise", group: str | None = None,
+                            drop_variables: str | Iterable[str] | None = None,
+                            **kwargs: Any) -> dict[str, xr.Dataset]:
+        opts = _options(acquisition, wells, fields, levels, labels, validate, on_missing)
+        groups = plate_groups(filename_or_obj, opts, storage_options, consolidated)
+        if group not in (None, "", "/"):
+            prefix = "/" + group.strip("/")
+            groups = {k: v for k, v in groups.items() if k == prefix or
+                      k.startswith(prefix + "/")}
+        return groups
+
+    def open_dataset(self, filename_or_obj: Any, *, group: str | None = None,
+                     acquisition: Any = None, wells: Any = None, fields: Any = None,
+                     levels: Any = None, labels: Any = True,
+                     storage_options: dict[str, Any] | None = None,
+                     consolidated: bool | None = None, validate: bool = False,
+                     on_missing: str = "raise",
+                     drop_variables: str | Iterable[str] | None = None,
+                     **kwargs: Any) -> xr.Dataset:
+        """One node of the plate as a Dataset: ``group="B/03/0/0"`` (a level) and so on."""
+        if group in (None, "", "/"):
+            raise HcsSelectionError(
+                "open_dataset needs group= naming one node of the plate, e.g. "
+                "group='B/03/0/0' for level 0 of field 0 of well B/03; use "
+                "xr.open_datatree(..., engine='ome-hcs') for the whole plate")
+        path = group.strip("/")
+        parts = path.split("/")
+        opts = _options(acquisition, wells if wells is not None or len(parts) < 2 else
+                        [f"{parts[0]}/{parts[1]}"], fields, levels, labels, validate,
+                        on_missing)
+        tree = plate_tree(filename_or_obj, opts, storage_options, consolidated)
+        try:
+            node = tree[path]
+        except KeyError:
+            raise HcsSelectionError("no such node in the plate", path) from None
+        if not isinstance(node, xr.DataTree):
+            raise HcsSelectionError("is a variable, not a node", path)
+        ds = node.to_dataset(inherit=True)
+        if drop_variables is not None:
+            ds = ds.drop_vars([drop_variables] if isinstance(drop_variables, str)
+                              else list(drop_variables), errors="ignore")
+        ds.set_close(tree.close)
+        return ds

@@ -1,0 +1,77 @@
+"""The ``HcsError`` family.
+
+Every error raised on bad input names the store path it concerns and what is wrong with it.
+Each class also subclasses the builtin a caller would naturally catch (``ValueError`` for bad
+metadata, ``FileNotFoundError`` for absent nodes, ...), so code written against plain Python
+exceptions keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HcsError",
+    "HcsMetadataError",
+    "HcsVersionError",
+    "HcsNotFoundError",
+    "HcsPathError",
+    "HcsSelectionError",
+    "HcsNotAPlateError",
+    "HcsWarning",
+    "HcsMissingWarning",
+]
+
+
+class HcsError(Exception):
+    """Base class of every error raised by xarray_hcs.
+
+    Parameters
+    ----------
+    message
+        What is wrong.
+    path
+        The store path (node, document or array) the problem was found at, if any.
+    """
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        self.path = path
+        self.message = message
+        text = f"{path!r}: {message}" if path is not None else message
+        super().__init__(text)
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return self.args[0] if self.args else ""
+
+    def __reduce__(self):  # keep (message, path) across pickling, e.g. from dask workers
+        return (type(self), (self.message, self.path))
+
+
+class HcsMetadataError(HcsError, ValueError):
+    """OME-NGFF metadata is malformed, contradictory or not of the expected type."""
+
+
+class HcsVersionError(HcsMetadataError):
+    """The OME-NGFF version is unknown or not supported for this operation."""
+
+
+class HcsNotFoundError(HcsError, FileNotFoundError):
+    """A node (well, field, level, label, table) the metadata lists is absent from the store."""
+
+
+class HcsPathError(HcsMetadataError):
+    """A path in the metadata or given by the caller is unsafe (``..``, absolute) or invalid."""
+
+
+class HcsSelectionError(HcsError, KeyError):
+    """A selection (wells, fields, levels, acquisition) names something the plate does not hold."""
+
+
+class HcsNotAPlateError(HcsMetadataError):
+    """The store (or group) holds no OME-NGFF plate metadata."""
+
+
+class HcsWarning(UserWarning):
+    """Base class of xarray_hcs warnings."""
+
+
+class HcsMissingWarning(HcsWarning):
+    """A listed node was absent and skipped (``on_missing="warn"``)."""

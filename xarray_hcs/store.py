@@ -1,0 +1,372 @@
+"""Store access: open any store, URL or ``.ozx`` file, and read metadata documents concurrently.
+
+Everything above this module asks for *nodes* (a group's attributes, an array's metadata) by
+store path; this module turns those requests into as few store reads as possible: one read per
+document, issued concurrently on zarr's event loop, or none at all when consolidated metadata
+is present. Directory listing is never used: HTTP stores cannot list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import zarr
+from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+
+from .errors import HcsError, HcsMetadataError, HcsNotAPlateError, HcsNotFoundError
+
+__all__ = ["ArrayInfo", "PlateStore", "open_store", "run_sync", "join_path"]
+
+T = TypeVar("T")
+
+#: at most this many store reads in flight at once (HTTP servers and file handles are finite)
+MAX_CONCURRENT_READS = 64
+
+
+def run_sync(coro: Awaitable[T]) -> T:
+    """Run a coroutine on zarr's own event loop thread (safe inside Jupyter's running loop)."""
+    return sync(coro)
+
+
+def join_path(*parts: str) -> str:
+    return "/".join(p for p in parts if p)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ArrayInfo:
+    """What the tree needs of an array without opening it: shape, dtype and chunking.
+
+    ``doc`` is the array's full zarr metadata document (v3 ``zarr.json``; v2 ``.zarray`` with
+    the ``.zattrs`` under ``"attributes"``), kept so that the zarr array can be created later,
+    in this process or a dask worker, without reading the store again.
+    """
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    chunks: tuple[int, ...]
+    zarr_format: int
+    doc: dict[str, Any]
+    dimension_names: tuple[str | None, ...] | None = None
+
+
+def _parse_array_doc(doc: Any, zarr_format: int, path: str) -> ArrayInfo:
+    if not isinstance(doc, dict):
+        raise HcsMetadataError("array metadata must be a JSON object", path)
+    try:
+        shape = tuple(int(s) for s in doc["shape"])
+        if zarr_format == 3:
+            if doc.get("node_type") != "array":
+                raise HcsMetadataError(f"expected an array, found a {doc.get('node_type')}",
+                                       path)
+            grid = doc["chunk_grid"]
+            if grid.get("name") != "regular":
+                raise HcsMetadataError(f"unsupported chunk grid {grid.get('name')!r}", path)
+            # the outer grid: with sharding these are the shards, the unit of I/O we want
+            chunks = tuple(int(c) for c in grid["configuration"]["chunk_shape"])
+            dtype = _v3_dtype(doc["data_type"], path)
+            dim_names = doc.get("dimension_names")
+            dims = tuple(dim_names) if isinstance(dim_names, list) else None
+        else:
+            chunks = tuple(int(c) for c in doc["chunks"])
+            dtype = np.dtype(_v2_dtype(doc["dtype"]))
+            arr_dims = doc.get("attributes", {}).get("_ARRAY_DIMENSIONS")
+            dims = tuple(arr_dims) if isinstance(arr_dims, list) else None
+    except HcsError:
+        raise
+    except (KeyError, TypeError, ValueError) as e:
+        raise HcsMetadataError(f"malformed zarr v{zarr_format} array metadata ({e!r})",
+                               path) from None
+    if len(chunks) != len(shape):
+        raise HcsMetadataError(f"chunk shape {chunks} does not match array shape {shape}", path)
+    return ArrayInfo(path, shape, dtype, chunks, zarr_format, doc, dims)
+
+
+def _v2_dtype(d: Any) -> Any:
+    if isinstance(d, list):
+        return [tuple(x) for x in d]
+    return d
+
+
+def _v3_dtype(d: Any, path: str) -> np.dtype:
+    if isinstance(d, str):
+        try:
+            return np.dtype(d)
+        except TypeError:
+            pass
+    # extension data types: let zarr itself decide
+    from zarr.core.metadata.v3 import ArrayV3Metadata
+
+    try:
+        return ArrayV3Metadata.from_dict(
+            {"zarr_format": 3, "node_type": "array", "shape": [1], "data_type": d,
+             "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1]}},
+             "chunk_key_encoding": {"name": "default"}, "fill_value": None,
+             "codecs": [{"name": "bytes"}]}).dtype.to_native_dtype()
+    except Exception as e:  # zarr raises many kinds here
+        raise HcsMetadataError(f"unsupported zarr data type {d!r} ({e})", path) from None
+
+
+class PlateStore:
+    """A read-only view of a zarr store that holds (or may hold) an OME-Zarr plate.
+
+    Parameters
+    ----------
+    store
+        The zarr store.
+    root
+        The plate's path inside the store ("" for the store root).
+    zarr_format
+        2 or 3.
+    source
+        A human-readable name of the store, used in messages and ``encoding["source"]``.
+    consolidated
+        ``"<path>\\0<document>"`` → document from consolidated metadata, if the store has it:
+        then it is the whole truth and nothing more is read.
+    preloaded
+        Documents already read (the root's, while probing), same keys.
+    """
+
+    def __init__(self, store: Store, root: str, zarr_format: int, source: str,
+                 consolidated: dict[str, Any] | None = None,
+                 preloaded: dict[str, Any] | None = None) -> None:
+        self.store = store
+        self.root = root.strip("/")
+        self.zarr_format = zarr_format
+        self.source = source
+        self.consolidated = consolidated
+        self.preloaded = preloaded or {}
+        self._semaphore: asyncio.Semaphore | None = None
+
+    def __repr__(self) -> str:
+        return f"<PlateStore {self.source!r} zarr v{self.zarr_format}>"
+
+    # -- raw documents ------------------------------------------------------------------
+
+    async def _get(self, key: str) -> bytes | None:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(MAX_CONCURRENT_READS)
+        async with self._semaphore:
+            try:
+                buf = await self.store.get(key, prototype=default_buffer_prototype())
+            except FileNotFoundError:
+                return None
+        return None if buf is None else buf.to_bytes()
+
+    async def _get_json(self, key: str) -> Any | None:
+        raw = await self._get(key)
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise HcsMetadataError(f"is not valid JSON ({e})", key) from None
+
+    def _consolidated_doc(self, path: str, kind: str) -> tuple[bool, Any]:
+        """(known?, doc) without a read: from the probe or consolidated metadata."""
+        key = f"{path}\0{kind}"
+        if key in self.preloaded:
+            return True, self.preloaded[key]
+        if self.consolidated is None:
+            return False, None
+        return True, self.consolidated.get(key)
+
+    # -- nodes --------------------------------------------------------------------------
+
+    async def group_attrs(self, path: str) -> dict[str, Any] | None:
+        """Attributes of the group at ``path`` (relative to the plate root); None if absent.
+
+        A zarr v2 group without ``.zattrs`` reads as absent: every OME node has attributes.
+        """
+        full = join_path(self.root, path)
+        if self.zarr_format == 3:
+            found, doc = self._consolidated_doc(path, "zarr.json")
+            if not found:
+                doc = await self._get_json(join_path(full, "zarr.json"))
+            if doc is None:
+                return None
+            if not isinstance(doc, dict):
+                raise HcsMetadataError("zarr.json must be a JSON object", full)
+            if doc.get("node_type") != "group":
+                raise HcsMetadataError(f"expected a group, found a {doc.get('node_type')}", full)
+            attrs = doc.get("attributes", {})
+        else:
+            found, attrs = self._consolidated_doc(path, ".zattrs")
+            if not found:
+                attrs = await self._get_json(join_path(full, ".zattrs"))
+            if attrs is None:
+                return None
+        if not isinstance(attrs, dict):
+            raise HcsMetadataError("group attributes must be a JSON object", full)
+        return attrs
+
+    async def array_info(self, path: str) -> ArrayInfo | None:
+        """Shape, dtype, chunks and metadata document of the array at ``path``; None if absent."""
+        full = join_path(self.root, path)
+        if self.zarr_format == 3:
+            found, doc = self._consolidated_doc(path, "zarr.json")
+            if not found:
+                doc = await self._get_json(join_path(full, "zarr.json"))
+            if doc is None:
+                return None
+        else:
+            found, doc = self._consolidated_doc(path, ".zarray")
+            if found:
+                attrs = self._consolidated_doc(path, ".zattrs")[1]
+            else:
+                doc, attrs = await asyncio.gather(self._get_json(join_path(full, ".zarray")),
+                                                  self._get_json(join_path(full, ".zattrs")))
+            if doc is None:
+                return None
+            if not isinstance(doc, dict):
+                raise HcsMetadataError(".zarray must be a JSON object", full)
+            doc = {**doc, "attributes": attrs if isinstance(attrs, dict) else {}}
+        return _parse_array_doc(doc, self.zarr_format, full)
+
+    def zarr_array(self, info: ArrayInfo) -> zarr.Array:
+        """A zarr Array built from ``info`` without another metadata read."""
+        from zarr.core.array import AsyncArray
+        from zarr.storage import StorePath
+
+        return zarr.Array(AsyncArray(info.doc, StorePath(self.store, info.path)))
+
+
+# ------------------------------------------------------------------------------ opening
+
+
+def _is_url(s: str) -> bool:
+    head = s.split("::")[0]
+    return "://" in head and not head.startswith("file://")
+
+
+async def _probe(store: Store, root: str) -> dict[str, Any | None]:
+    keys = ["zarr.json", ".zattrs", ".zgroup", ".zmetadata"]
+
+    async def get(k: str) -> Any | None:
+        try:
+            buf = await store.get(join_path(root, k), prototype=default_buffer_prototype())
+        except FileNotFoundError:
+            return None
+        if buf is None:
+            return None
+        try:
+            return json.loads(buf.to_bytes())
+        except ValueError as e:
+            raise HcsMetadataError(f"is not valid JSON ({e})", join_path(root, k)) from None
+
+    docs = await asyncio.gather(*(get(k) for k in keys))
+    return dict(zip(keys, docs, strict=True))
+
+
+def _consolidated_index(probe: dict[str, Any | None], zarr_format: int
+                        ) -> dict[str, Any] | None:
+    """Map ``"<path>\\0<document name>"`` → document from consolidated metadata, if present."""
+    if zarr_format == 3:
+        cm = (probe["zarr.json"] or {}).get("consolidated_metadata")
+        if not isinstance(cm, dict) or not isinstance(cm.get("metadata"), dict):
+            return None
+        out: dict[str, Any] = {"\0zarr.json": probe["zarr.json"]}
+        for path, doc in cm["metadata"].items():
+            out[f"{path.strip('/')}\0zarr.json"] = doc
+        return out
+    zm = probe[".zmetadata"]
+    if not isinstance(zm, dict) or not isinstance(zm.get("metadata"), dict):
+        return None
+    out = {}
+    for key, doc in zm["metadata"].items():
+        path, _, name = key.rpartition("/")
+        out[f"{path}\0{name}"] = doc
+    return out
+
+
+def open_store(obj: Any, storage_options: dict[str, Any] | None = None,
+               consolidated: bool | None = None) -> PlateStore:
+    """Open a local path, URL, ``.ozx``/``.zip`` file, zarr ``Store`` or zarr ``Group``.
+
+    Parameters
+    ----------
+    obj
+        What to open.
+    storage_options
+        fsspec options for URLs (``{"anon": True}`` for public S3 buckets, HTTP headers, ...).
+    consolidated
+        Use consolidated metadata: None (default) when present, False never, True require it.
+
+    Raises
+    ------
+    HcsNotFoundError
+        Nothing is there.
+    HcsNotAPlateError
+        Something is there, but not a zarr group.
+    """
+    root = ""
+    if isinstance(obj, PlateStore):
+        return obj
+    if isinstance(obj, zarr.Group):
+        store, root, source = obj.store, obj.path, f"{obj.store}/{obj.path}"
+    elif isinstance(obj, Store):
+        store, source = obj, str(obj)
+    elif isinstance(obj, str | os.PathLike):
+        s = os.fspath(obj)
+        source = s
+        if _is_url(s):
+            from zarr.storage import FsspecStore
+
+            if s.lower().rstrip("/").endswith((".ozx", ".zip")) and "::" not in s:
+                s = f"zip://::{s}"
+            try:
+                store = FsspecStore.from_url(s, storage_options=storage_options or {},
+                                             read_only=True)
+            except (ImportError, ValueError, TypeError) as e:
+                raise HcsError(f"cannot open URL ({e})", source) from None
+        else:
+            if s.startswith("file://"):
+                s = s[len("file://"):]
+            p = Path(s).expanduser()
+            if not p.exists():
+                raise HcsNotFoundError("no such file or directory", source)
+            if p.is_file():
+                from zarr.storage import ZipStore
+
+                try:
+                    store = ZipStore(p, mode="r", read_only=True)
+                except Exception as e:  # zipfile raises BadZipFile and friends
+                    raise HcsNotAPlateError(f"is a file but not a zip/.ozx archive ({e})",
+                                            source) from None
+            else:
+                from zarr.storage import LocalStore
+
+                store = LocalStore(p, read_only=True)
+    else:
+        raise TypeError(f"cannot open a plate from {type(obj).__name__}: pass a path, URL, "
+                        "zarr Store or zarr Group")
+    try:
+        probe = run_sync(_probe(store, root))
+    except HcsError:
+        raise
+    except OSError as e:
+        raise HcsNotFoundError(f"cannot be read ({e})", source) from None
+    if probe["zarr.json"] is not None:
+        zarr_format = 3
+        if not isinstance(probe["zarr.json"], dict):
+            raise HcsNotAPlateError("zarr.json is not a JSON object", source)
+    elif probe[".zattrs"] is not None or probe[".zgroup"] is not None:
+        zarr_format = 2
+    else:
+        raise HcsNotAPlateError("holds no zarr group (no zarr.json, .zattrs or .zgroup at its "
+                                "root)", source)
+    index = _consolidated_index(probe, zarr_format) if consolidated is not False else None
+    if consolidated is True and index is None:
+        raise HcsNotFoundError("consolidated=True but the store has no consolidated metadata",
+                               source)
+    preloaded = {f"\0{k}": v for k, v in probe.items()}
+    return PlateStore(store, root, zarr_format, source, index, preloaded)

@@ -1,0 +1,578 @@
+"""Plate metadata → xarray: walk a plate's metadata concurrently, then build the DataTree.
+
+Two steps with one job each:
+
+1. :func:`read_plate` walks the store (plate → wells → fields → level arrays and labels),
+   reading only what the selection asks for, every document once, concurrently, and returns
+   :class:`PlateRecord`, plain parsed metadata.
+2. :func:`build_nodes` turns a record into ``{path: NodeSpec}``: variables over lazy arrays,
+   coordinates from scale + translation, attrs. Identical metadata (the same axes, transforms
+   and shapes in every field, as writers produce) is parsed once and its coordinates and
+   indexes are shared, not rebuilt per field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import warnings
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from xarray.core import indexing
+from xarray.indexes import PandasIndex, RangeIndex
+
+from . import ngff
+from ._xarray_internals import NodeSpec
+from .arrays import ZarrLevelArray, dask_array
+from .errors import (
+    HcsError,
+    HcsMetadataError,
+    HcsMissingWarning,
+    HcsNotAPlateError,
+    HcsNotFoundError,
+    HcsSelectionError,
+)
+from .ngff import Multiscale, Omero, Plate, ScaleLevel, Well
+from .store import ArrayInfo, PlateStore, join_path
+
+__all__ = ["OpenOptions", "PlateRecord", "read_plate", "build_nodes", "select_wells",
+           "IMAGE_VAR", "LABEL_VAR"]
+
+IMAGE_VAR = "image"
+LABEL_VAR = "labels"
+OnMissing = Literal["raise", "warn"]
+
+
+# ----------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class OpenOptions:
+    """What to read from a plate and how to present it (see ``open_datatree``)."""
+
+    acquisition: int | str | None = None
+    wells: Sequence[Any] | None = None
+    fields: Sequence[Any] | None = None
+    levels: Sequence[int | str] | None = None
+    labels: bool | Sequence[str] = True
+    chunks: Any = None
+    validate: bool = False
+    on_missing: OnMissing = "raise"
+
+    def __post_init__(self) -> None:
+        if self.on_missing not in ("raise", "warn"):
+            raise ValueError(f"on_missing must be 'raise' or 'warn', got {self.on_missing!r}")
+        for name in ("wells", "fields", "levels"):
+            v = getattr(self, name)
+            if isinstance(v, str | int):
+                object.__setattr__(self, name, [v])
+        if isinstance(self.labels, str):
+            object.__setattr__(self, "labels", [self.labels])
+
+
+# ----------------------------------------------------------------------------- records
+
+
+@dataclass(slots=True)
+class LevelRecord:
+    level: ScaleLevel
+    info: ArrayInfo
+
+
+@dataclass(slots=True)
+class ImageRecord:
+    """A field image or a label image: its metadata and the level arrays read."""
+
+    path: str  # relative to the plate root
+    ome: dict[str, Any]
+    other: dict[str, Any]
+    multiscale: Multiscale
+    levels: list[LevelRecord]
+    acquisition: int | None = None
+    labels_group: tuple[dict[str, Any], dict[str, Any]] | None = None  # (ome, other) of labels/
+    labels: list[ImageRecord] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class WellRecord:
+    path: str
+    ome: dict[str, Any]
+    other: dict[str, Any]
+    well: Well
+    fields: list[ImageRecord]
+
+
+@dataclass(slots=True)
+class PlateRecord:
+    version: str
+    zarr_format: int
+    ome: dict[str, Any]
+    other: dict[str, Any]
+    plate: Plate  # as selected: lists exactly the wells read
+    rows: dict[str, dict[str, Any]]  # row name → attrs of the row group (often empty)
+    wells: list[WellRecord]
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def _norm_column(c: str) -> str:
+    return c.lstrip("0") or "0" if c.isdigit() else c.upper()
+
+
+def _split_well(spec: Any) -> tuple[str, str]:
+    if isinstance(spec, tuple | list) and len(spec) == 2:
+        return str(spec[0]), str(spec[1])
+    if isinstance(spec, str):
+        if "/" in spec:
+            r, _, c = spec.partition("/")
+            return r, c
+        m = re.fullmatch(r"([A-Za-z]+)[_-]?(\d+)", spec)
+        if m:
+            return m.group(1), m.group(2)
+    raise HcsSelectionError(f"cannot read {spec!r} as a well: use 'B/03', 'B03' or ('B', '03')")
+
+
+def select_wells(plate: Plate, wells: Sequence[Any] | None, path: str | None = None
+                 ) -> list[ngff.PlateWell]:
+    """The plate's wells named by ``wells`` (in plate order); all wells when None.
+
+    Well names match exactly or up to case and the zero padding of the column ("B3" finds
+    "B/03"). A name that matches no well raises :class:`HcsSelectionError`.
+    """
+    if wells is None:
+        return list(plate.wells)
+    exact = {w.path: w for w in plate.wells}
+    loose = {(w.row.upper(), _norm_column(w.column)): w for w in plate.wells}
+    chosen: set[str] = set()
+    for spec in wells:
+        r, c = _split_well(spec)
+        w = exact.get(f"{r}/{c}") or loose.get((r.upper(), _norm_column(c)))
+        if w is None:
+            some = ", ".join(list(exact)[:8])
+            raise HcsSelectionError(f"the plate has no well {spec!r} (it has {len(exact)} "
+                                    f"wells: {some}{', ...' if len(exact) > 8 else ''})", path)
+        chosen.add(w.path)
+    return [w for w in plate.wells if w.path in chosen]
+
+
+def resolve_acquisition(plate: Plate, acquisition: int | str | None, path: str | None
+                        ) -> int | None:
+    """The acquisition id named by ``acquisition`` (an id, or a name); None for all."""
+    if acquisition is None:
+        return None
+    for a in plate.acquisitions:
+        if a.id == acquisition or (isinstance(acquisition, str) and a.name == acquisition):
+            return a.id
+    if isinstance(acquisition, int) and not plate.acquisitions:
+        return acquisition  # plates without an acquisitions list still tag images
+    known = [(a.id, a.name) for a in plate.acquisitions]
+    raise HcsSelectionError(f"the plate has no acquisition {acquisition!r} (it has {known})",
+                            path)
+
+
+def select_images(well: Well, acquisition: int | None, fields: Sequence[Any] | None
+                  ) -> list[ngff.WellImage]:
+    images = [im for im in well.images if acquisition is None or im.acquisition == acquisition]
+    if fields is not None:
+        wanted = {str(f) for f in fields}
+        images = [im for im in images if im.path in wanted]
+    return images
+
+
+def select_levels(ms: Multiscale, levels: Sequence[int | str] | None, path: str
+                  ) -> list[ScaleLevel]:
+    if levels is None:
+        return list(ms.datasets)
+    out: list[ScaleLevel] = []
+    paths = [d.path for d in ms.datasets]
+    for lv in levels:
+        if isinstance(lv, int | np.integer) and not isinstance(lv, bool):
+            i = int(lv)
+            if not -len(paths) <= i < len(paths):
+                raise HcsSelectionError(f"level {i} does not exist (the image has "
+                                        f"{len(paths)} levels: {paths})", path)
+            d = ms.datasets[i]
+        elif isinstance(lv, str) and lv in paths:
+            d = ms.datasets[paths.index(lv)]
+        else:
+            raise HcsSelectionError(f"level {lv!r} does not exist (levels: {paths})", path)
+        if d not in out:
+            out.append(d)
+    return sorted(out, key=lambda d: paths.index(d.path))
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+class _Walker:
+    """One plate walk: options, store, and caches of identical parsed metadata."""
+
+    def __init__(self, ps: PlateStore, opts: OpenOptions) -> None:
+        self.ps = ps
+        self.opts = opts
+        self.version = "0.4"
+        self._ms_cache: dict[int, tuple[Any, Multiscale]] = {}
+
+    def _missing(self, what: str, path: str) -> None:
+        full = join_path(self.ps.root, path)
+        msg = f"{what} is listed in the metadata but absent from the store"
+        if self.opts.on_missing == "raise":
+            raise HcsNotFoundError(msg + " (pass on_missing='warn' to skip it)", full)
+        warnings.warn(f"{full!r}: {msg}; skipped", HcsMissingWarning, stacklevel=6)
+
+    def _decode(self, attrs: dict[str, Any], path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        return ngff.decode_attrs(attrs, self.ps.zarr_format, join_path(self.ps.root, path),
+                                 default_version=self.version)
+
+    def _multiscale(self, ome: dict[str, Any], path: str) -> Multiscale:
+        ms_list = ome.get("multiscales")
+        full = join_path(self.ps.root, path)
+        if not isinstance(ms_list, list) or not ms_list:
+            raise HcsMetadataError("image has no multiscales metadata", full)
+        key = id(ms_list[0])
+        hit = self._ms_cache.get(key)
+        if hit is not None and hit[0] is ms_list[0]:
+            return hit[1]
+        ms = Multiscale.from_dict(ms_list[0], full)
+        self._ms_cache[key] = (ms_list[0], ms)
+        return ms
+
+    async def plate(self) -> PlateRecord:
+        ps = self.ps
+        attrs = await ps.group_attrs("")
+        if attrs is None:
+            raise HcsNotAPlateError("is not a zarr group with attributes", ps.source)
+        ome, other = ngff.decode_attrs(attrs, ps.zarr_format, ps.source)
+        if "plate" not in ome:
+            what = ("an OME-Zarr image, not a plate" if "multiscales" in ome
+                    else "a well, not a plate" if "well" in ome
+                    else "not an OME-Zarr plate (no 'plate' metadata)")
+            raise HcsNotAPlateError(f"is {what}", ps.source)
+        self.version = ome["version"]
+        plate = Plate.from_dict(ome["plate"], ps.source)
+        acq = resolve_acquisition(plate, self.opts.acquisition, ps.source)
+        wells = select_wells(plate, self.opts.wells, ps.source)
+        row_names = list(dict.fromkeys(w.row for w in wells))
+        row_attrs, well_recs = await asyncio.gather(
+            asyncio.gather(*(ps.group_attrs(r) for r in row_names)),
+            asyncio.gather(*(self.well(w.path, plate, acq) for w in wells)))
+        kept = [w for w in well_recs if w is not None]
+        kept_paths = {w.path for w in kept}
+        sel_plate = replace(
+            plate,
+            wells=tuple(w for w in plate.wells if w.path in kept_paths),
+            acquisitions=tuple(a for a in plate.acquisitions if acq is None or a.id == acq))
+        if self.opts.fields is not None or acq is not None:
+            counts = [len(w.fields) for w in kept]
+            if plate.field_count is not None:
+                sel_plate = replace(sel_plate, field_count=max(counts, default=0))
+        rows = {r: (ngff.decode_attrs(a, ps.zarr_format, r)[1] if a else {})
+                for r, a in zip(row_names, row_attrs, strict=True) if r in
+                {w.path.split("/")[0] for w in kept}}
+        return PlateRecord(self.version, ps.zarr_format, ome, other, sel_plate, rows, kept)
+
+    async def well(self, path: str, plate: Plate, acq: int | None) -> WellRecord | None:
+        attrs = await self.ps.group_attrs(path)
+        if attrs is None:
+            self._missing(f"well {path!r}", path)
+            return None
+        ome, other = self._decode(attrs, path)
+        full = join_path(self.ps.root, path)
+        if "well" not in ome:
+            raise HcsMetadataError("is listed as a well but has no 'well' metadata", full)
+        well = Well.from_dict(ome["well"], full, plate.acquisition_ids or None)
+        images = select_images(well, acq, self.opts.fields)
+        recs = await asyncio.gather(*(self.image(join_path(path, im.path), im.acquisition)
+                                      for im in images))
+        fields = [r for r in recs if r is not None]
+        kept = {r.path.rsplit("/", 1)[1] for r in fields}
+        sel_well = replace(well, images=tuple(im for im in images if im.path in kept))
+        return WellRecord(path, ome, other, sel_well, fields)
+
+    async def image(self, path: str, acquisition: int | None, *, label: bool = False
+                    ) -> ImageRecord | None:
+        what = "label image" if label else "field"
+        attrs = await self.ps.group_attrs(path)
+        if attrs is None:
+            self._missing(f"{what} {path!r}", path)
+            return None
+        ome, other = self._decode(attrs, path)
+        ms = self._multiscale(ome, path)
+        levels = select_levels(ms, self.opts.levels if not label else None,
+                               join_path(self.ps.root, path))
+        want_labels = not label and self.opts.labels is not False
+        infos, labels_group = await asyncio.gather(
+            asyncio.gather(*(self.ps.array_info(join_path(path, lv.path)) for lv in levels)),
+            self._labels_group(path, ome) if want_labels else _none())
+        recs = []
+        for lv, info in zip(levels, infos, strict=True):
+            if info is None:
+                self._missing(f"level array {lv.path!r} of {what} {path!r}",
+                              join_path(path, lv.path))
+                return None
+            recs.append(LevelRecord(lv, info))
+        _check_levels(ms, recs, join_path(self.ps.root, path))
+        rec = ImageRecord(path, ome, other, ms, recs, acquisition)
+        if labels_group is not None:
+            rec.labels_group = labels_group[0]
+            names = labels_group[1]
+            if isinstance(self.opts.labels, Sequence) and not isinstance(self.opts.labels, bool):
+                names = [n for n in names if n in set(self.opts.labels)]
+            lrecs = await asyncio.gather(*(self.image(join_path(path, "labels", n), None,
+                                                      label=True) for n in names))
+            rec.labels = [r for r in lrecs if r is not None]
+        return rec
+
+    async def _labels_group(self, path: str, ome: dict[str, Any]
+                            ) -> tuple[tuple[dict[str, Any], dict[str, Any]] | None, list[str]
+                                       ] | None:
+        lpath = join_path(path, "labels")
+        attrs = await self.ps.group_attrs(lpath)
+        full = join_path(self.ps.root, lpath)
+        if attrs is not None:
+            lome, lother = self._decode(attrs, lpath)
+            names = ngff.parse_labels_list(lome.get("labels", []), full)
+            return (lome, lother), list(names)
+        # some writers (iohub) list labels in the image group's own attributes
+        if "labels" in ome:
+            names = ngff.parse_labels_list(ome["labels"], join_path(self.ps.root, path))
+            return None, [n.removeprefix("labels/") for n in names]
+        return None
+
+
+async def _none() -> None:
+    return None
+
+
+def _check_levels(ms: Multiscale, recs: list[LevelRecord], path: str) -> None:
+    ndim = len(ms.axes)
+    dtype = None
+    for r in recs:
+        if len(r.info.shape) != ndim:
+            raise HcsMetadataError(
+                f"level {r.level.path!r} has {len(r.info.shape)} dimensions but the multiscales "
+                f"declare {ndim} axes {list(ms.axis_names)}", path)
+        if dtype is None:
+            dtype = r.info.dtype
+        elif r.info.dtype != dtype:
+            raise HcsMetadataError(
+                f"level {r.level.path!r} has dtype {r.info.dtype}, level "
+                f"{recs[0].level.path!r} has {dtype}: all levels must share one dtype", path)
+
+
+def read_plate(ps: PlateStore, opts: OpenOptions) -> PlateRecord:
+    """Walk the plate's metadata (concurrently) and return what the selection asks for."""
+    from .store import run_sync
+
+    try:
+        return run_sync(_Walker(ps, opts).plate())
+    except HcsError:
+        raise
+    except OSError as e:
+        raise HcsNotFoundError(f"cannot be read ({e})", ps.source) from e
+
+
+# ----------------------------------------------------------------------------- building
+
+_AXIS_LETTERS = {"x": "X", "y": "Y", "z": "Z"}
+
+
+def _cf_axis(axis: ngff.Axis) -> str | None:
+    if axis.type == "time" or (axis.type is None and axis.name.lower() == "t"):
+        return "T"
+    if axis.type in ("space", None):
+        return _AXIS_LETTERS.get(axis.name.lower())
+    return None
+
+
+def _is_channel(axis: ngff.Axis) -> bool:
+    return axis.type == "channel" or (axis.type is None and axis.name.lower() == "c")
+
+
+class _Builder:
+    """Turns records into NodeSpecs, sharing identical coordinates and indexes."""
+
+    def __init__(self, ps: PlateStore, opts: OpenOptions) -> None:
+        self.ps = ps
+        self.opts = opts
+        self._range: dict[tuple[Any, ...], tuple[RangeIndex, Any]] = {}
+        self._chan: dict[tuple[Hashable, tuple[str, ...]], PandasIndex] = {}
+        self._omero_cache: dict[int, tuple[Any, Omero]] = {}
+
+    # -- coordinates --------------------------------------------------------------------
+
+    def _range_coord(self, axis: ngff.Axis, size: int, start: float, step: float
+                     ) -> tuple[RangeIndex, xr.Variable]:
+        key = (axis.name, size, start, step)
+        hit = self._range.get(key)
+        if hit is None:
+            from xarray.indexes.range_index import RangeCoordinateTransform
+
+            tr = RangeCoordinateTransform(start, start + size * step, size, axis.name,
+                                          axis.name, step=step)
+            idx = RangeIndex(tr)
+            data = idx.create_variables()[axis.name]._data
+            hit = self._range[key] = (idx, data)
+        idx, data = hit
+        attrs: dict[str, Any] = {}
+        cf = _cf_axis(axis)
+        if cf:
+            attrs["axis"] = cf
+        if axis.unit:
+            attrs["units"] = axis.unit
+        attrs["long_name"] = (f"{axis.name} position" if axis.type == "space" else
+                              "time" if cf == "T" else axis.name)
+        return idx, xr.Variable((axis.name,), data, attrs, fastpath=True)
+
+    def _channel_coord(self, name: str, labels: list[str]) -> tuple[PandasIndex, xr.Variable]:
+        key = (name, tuple(labels))
+        idx = self._chan.get(key)
+        if idx is None:
+            idx = self._chan[key] = PandasIndex(pd.Index(labels, dtype=object), name)
+        var = idx.create_variables()[name]
+        var.attrs = {"long_name": "channel"}
+        return idx, var
+
+    def _omero(self, ome: dict[str, Any], path: str) -> Omero | None:
+        raw = ome.get("omero")
+        if raw is None:
+            return None
+        hit = self._omero_cache.get(id(raw))
+        if hit is not None and hit[0] is raw:
+            return hit[1]
+        om = Omero.from_dict(raw, path)
+        self._omero_cache[id(raw)] = (raw, om)
+        return om
+
+    # -- nodes --------------------------------------------------------------------------
+
+    def _data(self, info: ArrayInfo) -> Any:
+        backend = ZarrLevelArray(self.ps, info)
+        if self.opts.chunks is None:
+            return indexing.LazilyIndexedArray(backend)
+        token = f"{self.ps.source}\0{self.ps.root}\0{info.path}\0{self.opts.chunks!r}"
+        return dask_array(backend, token, self.opts.chunks)
+
+    def image_nodes(self, rec: ImageRecord, out: dict[str, NodeSpec],
+                    parent_coords: dict[str, int], *, var_name: str,
+                    extra_attrs: dict[str, Any] | None = None) -> None:
+        """The image (field or label) node and its level nodes."""
+        ms = rec.multiscale
+        full = join_path(self.ps.root, rec.path)
+        axes = ms.axes
+        first = rec.levels[0].info.shape if rec.levels else None
+        node = NodeSpec(attrs={"ome": rec.ome, **rec.other, **(extra_attrs or {})})
+        # channel and time coordinates live on the image node, shared by all its levels
+        shared: dict[str, int] = {}
+        squeeze: dict[str, int] = {}
+        for i, ax in enumerate(axes):
+            if first is None:
+                break
+            size = first[i]
+            if _is_channel(ax):
+                if ax.name in parent_coords and parent_coords[ax.name] != size:
+                    if size == 1:  # a label with c=1 under a multichannel image
+                        squeeze[ax.name] = i
+                        continue
+                    raise HcsMetadataError(
+                        f"axis {ax.name!r} has size {size} but the image it belongs to has "
+                        f"{parent_coords[ax.name]}", full)
+                if ax.name in parent_coords:
+                    continue
+                om = self._omero(rec.ome, full)
+                labels = om.labels(size) if om else [f"c{j}" for j in range(size)]
+                idx, var = self._channel_coord(ax.name, labels)
+                node.coord_vars[ax.name] = var
+                node.indexes[ax.name] = idx
+                shared[ax.name] = size
+            elif _cf_axis(ax) == "T":
+                if ax.name in parent_coords:
+                    if parent_coords[ax.name] != size:
+                        raise HcsMetadataError(
+                            f"time axis {ax.name!r} has size {size} but the image it belongs "
+                            f"to has {parent_coords[ax.name]}", full)
+                    continue
+                s, t = ms.effective(rec.levels[0].level)
+                idx, var = self._range_coord(ax, size, t[i], s[i])
+                node.coord_vars[ax.name] = var
+                node.indexes[ax.name] = idx
+                shared[ax.name] = size
+        out[rec.path] = node
+        inherited = {**parent_coords, **shared}
+        for lr in rec.levels:
+            lpath = join_path(rec.path, lr.level.path)
+            shape = lr.info.shape
+            s, t = ms.effective(lr.level)
+            spec = NodeSpec()
+            dims: list[str] = []
+            for i, ax in enumerate(axes):
+                if ax.name in squeeze:
+                    continue
+                dims.append(ax.name)
+                if ax.name in inherited:
+                    if inherited[ax.name] != shape[i]:
+                        raise HcsMetadataError(
+                            f"level {lr.level.path!r} has {shape[i]} along {ax.name!r} but the "
+                            f"image has {inherited[ax.name]} (channel and time axes may not be "
+                            "downsampled)", full)
+                    continue
+                if _cf_axis(ax) is not None or ax.type == "space":
+                    idx, var = self._range_coord(ax, shape[i], t[i], s[i])
+                    spec.coord_vars[ax.name] = var
+                    spec.indexes[ax.name] = idx
+            data = self._data(lr.info)
+            if squeeze:
+                key = tuple(0 if i in squeeze.values() else slice(None)
+                            for i in range(len(shape)))
+                data = data[key] if not isinstance(data, indexing.LazilyIndexedArray) else \
+                    indexing.LazilyIndexedArray(data.array, indexing.BasicIndexer(key))
+            enc = {
+                "chunks": lr.info.chunks,
+                "preferred_chunks": dict(zip(dims, _drop(lr.info.chunks, squeeze), strict=True)),
+                "dtype": lr.info.dtype,
+                "source": self.ps.source,
+                "zarr_path": join_path(self.ps.root, lr.info.path),
+                "zarr_format": lr.info.zarr_format,
+            }
+            if squeeze:
+                enc["ome_squeezed"] = dict(squeeze)
+            spec.data_vars[var_name] = xr.Variable(tuple(dims), data, encoding=enc,
+                                                   fastpath=True)
+            out[lpath] = spec
+        if rec.labels or rec.labels_group is not None:
+            lg = rec.labels_group
+            lattrs = {"ome": lg[0], **lg[1]} if lg is not None else {
+                "ome": {"version": rec.ome.get("version"), "labels": [r.path.rsplit("/", 1)[1]
+                                                                     for r in rec.labels]}}
+            out[join_path(rec.path, "labels")] = NodeSpec(attrs=lattrs)
+            for lrec in rec.labels:
+                self.image_nodes(lrec, out, inherited, var_name=LABEL_VAR)
+
+
+def _drop(t: tuple[int, ...], squeeze: dict[str, int]) -> tuple[int, ...]:
+    gone = set(squeeze.values())
+    return tuple(v for i, v in enumerate(t) if i not in gone)
+
+
+def build_nodes(ps: PlateStore, rec: PlateRecord, opts: OpenOptions) -> dict[str, NodeSpec]:
+    """``{path: NodeSpec}`` for the whole selected plate: plate, rows, wells, fields, levels."""
+    b = _Builder(ps, opts)
+    ome = {**rec.ome, "plate": rec.plate.to_dict()}
+    out: dict[str, NodeSpec] = {"": NodeSpec(attrs={"ome": ome, **rec.other},
+                                             encoding={"source": ps.source,
+                                                       "zarr_format": rec.zarr_format})}
+    for row, attrs in rec.rows.items():
+        out[row] = NodeSpec(attrs=dict(attrs))
+    for w in rec.wells:
+        w_ome = {**w.ome, "well": w.well.to_dict()}
+        out[w.path] = NodeSpec(attrs={"ome": w_ome, **w.other})
+        for f in w.fields:
+            extra = {"acquisition": f.acquisition} if f.acquisition is not None else None
+            b.image_nodes(f, out, {}, var_name=IMAGE_VAR, extra_attrs=extra)
+    return out

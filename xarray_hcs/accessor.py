@@ -83,3 +83,49 @@ class HcsAccessor:
             out.extend(f"{wpath}/{im['path']}" for im in images
                        if im["path"] in node.children)  # type: ignore[union-attr]
         return out
+
+    # -- summaries --------------------------------------------------------------------------
+
+    def summary(self) -> str:
+        """A short text description of the plate: layout, fields, levels, channels, dtypes.
+
+        Quick on any plate size: it looks at one field per distinct layout, never at pixels.
+        """
+        return _summary(self._tree, self)
+
+
+def _summary(tree: xr.DataTree, acc: HcsAccessor) -> str:
+    plate = acc.plate
+    wells = acc.wells
+    fields = acc.field_paths
+    per_well: dict[str, int] = {}
+    for f in fields:
+        w = f.rsplit("/", 1)[0]
+        per_well[w] = per_well.get(w, 0) + 1
+    counts = sorted(set(per_well.values()))
+    lines = [
+        f"OME-Zarr HCS plate {plate.name or ''!s}".rstrip() + f" (OME-NGFF {acc.version})",
+        f"  layout:       {len(plate.rows)} rows x {len(plate.columns)} columns "
+        f"({plate.rows[0]}..{plate.rows[-1]}, {plate.columns[0]}..{plate.columns[-1]})"
+        if plate.rows and plate.columns else "  layout:       empty",
+        f"  wells:        {len(wells)}",
+        f"  fields:       {len(fields)} ({'/'.join(map(str, counts)) or 0} per well)",
+    ]
+    if acc.acquisitions:
+        acqs = ", ".join(f"{a.id}" + (f" ({a.name})" if a.name else "") for a in acc.acquisitions)
+        lines.append(f"  acquisitions: {acqs}")
+    if fields:
+        node = tree[fields[0]]
+        levels = [c for c in node.children if c != "labels"]
+        lines.append(f"  levels:       {len(levels)} (first field {fields[0]})")
+        for name in levels:
+            lv = node[name]
+            for vname, var in lv.data_vars.items():  # type: ignore[union-attr]
+                dims = ", ".join(f"{d}: {n}" for d, n in zip(var.dims, var.shape, strict=True))
+                lines.append(f"    {name:>6}  {vname} ({dims}) {var.dtype}")
+        for cname, coord in node.coords.items():  # type: ignore[union-attr]
+            if coord.dtype == object:
+                lines.append(f"  channels:     {', '.join(map(str, coord.values))}")
+        if "labels" in node.children:
+            lines.append("  labels:       " + ", ".join(node["labels"].children))  # type: ignore
+    return "\n".join(lines)

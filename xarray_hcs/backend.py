@@ -62,6 +62,7 @@ class OmeHcsBackendEntrypoint(BackendEntrypoint):
     description = "OME-Zarr HCS plates (OME-NGFF 0.4/0.5) as DataTrees"
     url = "https://github.com/xarray-hcs/xarray-hcs"
     open_dataset_parameters = _PARAMS
+    supports_groups = True
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         # xarray asks engines alphabetically, "ome-hcs" before "zarr": claim only real plates

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.metadata as im
 import json
+import logging
 import shutil
 import sys
 import warnings
@@ -95,6 +96,28 @@ def label_field(row: str, col: str, field: int) -> bool:
     """The "nuclei" label goes on field 0 of well A/1 only (keeps file count low,
     and gives a mix of labelled and unlabelled fields)."""
     return (row, col, field) == ("A", "1", 0)
+
+
+def normalize_zip_timestamps(path: Path) -> None:
+    """Set every DOS mod-time/date field of a zip to 1980-01-01 00:00, in place.
+
+    Only those 4 bytes per local header / central-directory record change, so
+    entry order, duplicates, comment, compression and offsets stay exactly as
+    the writer made them, but re-runs become byte-identical.
+    """
+    data = bytearray(path.read_bytes())
+    stamp = (0).to_bytes(2, "little") + ((1 << 5) | 1).to_bytes(2, "little")
+    with zipfile.ZipFile(path) as z:
+        infos, pos = z.infolist(), z.start_dir
+    for info in infos:
+        off = info.header_offset
+        assert data[off : off + 4] == b"PK\x03\x04"
+        data[off + 10 : off + 14] = stamp
+        assert data[pos : pos + 4] == b"PK\x01\x02"
+        data[pos + 12 : pos + 16] = stamp
+        n, m, k = (int.from_bytes(data[pos + o : pos + o + 2], "little") for o in (28, 30, 32))
+        pos += 46 + n + m + k
+    path.write_bytes(bytes(data))
 
 
 def rm(p: Path) -> None:
@@ -274,6 +297,8 @@ def write_iohub(path: Path, ngff_version: str) -> dict:
     import iohub
     from iohub.ngff import TransformationMeta, open_ome_zarr
 
+    logging.getLogger("iohub.ngff.nodes").setLevel(logging.ERROR)  # creation-time noise
+
     with open_ome_zarr(
         str(path), layout="hcs", mode="w", channel_names=CHANNELS, version=ngff_version
     ) as plate:
@@ -422,7 +447,11 @@ def describe(root: Path, plate_path: Path, info: dict, ngff_version: str) -> dic
     }
     if t.zip is not None:
         out["zip_comment"] = t.zip.comment.decode("utf-8", "replace")
-        out["zip_first_entry"] = t.zip.namelist()[0]
+        names = t.zip.namelist()
+        out["zip_first_entry"] = names[0]
+        out["zip_entries"] = len(names)
+        out["zip_duplicate_names"] = sorted({n for n in names if names.count(n) > 1})
+        out["zip_compress_types"] = sorted({i.compress_type for i in t.zip.infolist()})
     out.update(info.get("extra", {}))
     return out
 
@@ -465,6 +494,8 @@ def main(outdir: Path) -> None:
         ("ome-zarr-0.4", "0.4", "plate.zarr", lambda p: write_ome_zarr(p, "0.4")),
         ("ome-zarr-0.5", "0.5", "plate.zarr", lambda p: write_ome_zarr(p, "0.5")),
         ("iohub-0.4", "0.4", "plate.zarr", lambda p: write_iohub(p, "0.4")),
+        # iohub also zips a 0.4 (zarr v2) plate; RFC-9 itself only covers zarr v3
+        ("iohub-0.4", "0.4", "plate.ozx", lambda p: write_iohub(p, "0.4")),
         ("iohub-0.5", "0.5", "plate.zarr", lambda p: write_iohub(p, "0.5")),
         ("iohub-0.5", "0.5", "plate.ozx", lambda p: write_iohub(p, "0.5")),
     ]
@@ -479,6 +510,8 @@ def main(outdir: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         print(f"writing {target.relative_to(outdir)}", flush=True)
         info = fn(target)
+        if target.suffix == ".ozx":
+            normalize_zip_timestamps(target)
         desc = describe(outdir, target, info, ver)
         verify(target, desc)
         manifest["plates"].append(desc)

@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny real plates on disk, built once per test session."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from xarray_hcs.sample import SamplePlate, write_sample_plate
+
+#: the official OME-NGFF schemas and examples, next to the repository (see SOURCES.md there)
+SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "ngff-spec"
+if not SPEC_DIR.exists():  # CI and developers keep shared/ beside the clone
+    SPEC_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "ngff-spec"
+
+PEERS_DIR = Path(__file__).parent / "data" / "peers"
+
+TINY = SamplePlate(rows=2, columns=3, fields=2, channels=("DAPI", "GFP"), levels=2,
+                   shape_zyx=(1, 16, 16), labels=True)
+
+
+def load_spec_json(path: Path) -> dict:
+    """Spec example files may carry // comments (0.6rc0)."""
+    text = re.sub(r"(?m)^\s*//.*$|(?<=[,\[{\s])//[^\n]*", "", path.read_text())
+    return json.loads(text)
+
+
+@pytest.fixture(scope="session")
+def plate_v05(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_sample_plate(tmp_path_factory.mktemp("v05") / "plate.zarr", TINY)
+
+
+@pytest.fixture(scope="session")
+def plate_v04(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    layout = dataclasses.replace(TINY, version="0.4", column_width=0)
+    return write_sample_plate(tmp_path_factory.mktemp("v04") / "plate.zarr", layout)
+
+
+@pytest.fixture(params=["0.4", "0.5"])
+def plate(request: pytest.FixtureRequest, plate_v04: Path, plate_v05: Path) -> Path:
+    return plate_v04 if request.param == "0.4" else plate_v05
+
+
+@pytest.fixture
+def fresh_plate(tmp_path: Path):
+    """A factory for a new small plate the test may modify (version → path)."""
+
+    def make(version: str = "0.5", **kw) -> Path:
+        layout = dataclasses.replace(TINY, version=version, **kw)
+        return write_sample_plate(tmp_path / f"plate-{version}.zarr", layout)
+
+    return make

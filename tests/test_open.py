@@ -1,0 +1,210 @@
+"""Opening plates: tree layout, coordinates, attrs, laziness, selection, the entry point."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import cf_xarray  # noqa: F401  registers .cf
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+import xarray_hcs
+from conftest import TINY
+from xarray_hcs.errors import HcsSelectionError
+from xarray_hcs.sample import well_intensity
+
+
+def test_tree_layout_is_the_store_layout(plate):
+    dt = xr.open_datatree(plate, engine="ome-hcs")
+    cols = ["01", "02", "03"] if "v05" in str(plate) else ["1", "2", "3"]
+    assert dt.hcs.rows == ["A", "B"]
+    assert dt.hcs.columns == cols
+    assert dt.hcs.wells == [f"{r}/{c}" for r in "AB" for c in cols]
+    assert len(dt.hcs.field_paths) == 12
+    for fp in dt.hcs.field_paths:
+        assert set(dt[fp].children) == {"0", "1", "labels"}
+        assert list(dt[fp + "/labels"].children) == ["nuclei"]
+    assert dt.hcs.version == ("0.5" if "v05" in str(plate) else "0.4")
+
+
+def test_pixels_equal_plain_zarr_at_every_level(plate):
+    dt = xr.open_datatree(plate, engine="ome-hcs")
+    root = zarr.open_group(plate, mode="r")
+    for fp in dt.hcs.field_paths[:4]:
+        for lv in ("0", "1"):
+            node = dt[f"{fp}/{lv}"]
+            np.testing.assert_array_equal(node["image"].values, root[f"{fp}/{lv}"][...])
+            lab = dt[f"{fp}/labels/nuclei/{lv}"]["labels"].values
+            np.testing.assert_array_equal(lab, root[f"{fp}/labels/nuclei/{lv}"][...])
+
+
+def test_known_intensities(plate):
+    dt = xr.open_datatree(plate, engine="ome-hcs")
+    img = dt["B/" + dt.hcs.columns[2] + "/1/0"]["image"]
+    assert int(img.sel(c="GFP").min()) == well_intensity(1, 2, 1)
+    assert int(img.sel(c="DAPI").min()) == well_intensity(1, 2, 0)
+
+
+def test_coordinates_are_physical_and_cf(plate):
+    dt = xr.open_datatree(plate, engine="ome-hcs")
+    fp = dt.hcs.field_paths[0]
+    field = dt[fp]
+    assert list(field.coords["c"].values) == ["DAPI", "GFP"]
+    for lv, step in (("0", TINY.pixel_size), ("1", 2 * TINY.pixel_size)):
+        ds = dt[f"{fp}/{lv}"].to_dataset()
+        np.testing.assert_allclose(ds.x.values, np.arange(ds.sizes["x"]) * step)
+        assert ds.x.attrs == {"axis": "X", "units": "micrometer", "long_name": "x position"}
+        assert ds.cf.axes == {"X": ["x"], "Y": ["y"], "Z": ["z"]}
+        assert ds.z.values.tolist() == [0.0]
+        assert list(ds.c.values) == ["DAPI", "GFP"]  # inherited from the field node
+    # label levels share the image's grid
+    lab = dt[f"{fp}/labels/nuclei/0"].to_dataset()
+    assert lab["labels"].dims == ("z", "y", "x")
+    xr.testing.assert_identical(lab.x, dt[f"{fp}/0"].to_dataset().x)
+
+
+def test_attrs_keep_ome_metadata(plate):
+    dt = xr.open_datatree(plate, engine="ome-hcs")
+    ome = dt.attrs["ome"]
+    assert ome["version"] == dt.hcs.version
+    assert ome["plate"]["field_count"] == 2
+    well = dt[dt.hcs.wells[0]]
+    assert [im["path"] for im in well.attrs["ome"]["well"]["images"]] == ["0", "1"]
+    field = dt[dt.hcs.field_paths[0]]
+    assert field.attrs["acquisition"] == 0
+    assert field.attrs["ome"]["multiscales"][0]["datasets"][1]["path"] == "1"
+    assert field.attrs["ome"]["omero"]["channels"][1]["label"] == "GFP"
+    assert "version" not in field.attrs["ome"]["multiscales"][0]  # lifted, version-neutral
+
+
+def test_lazy_by_default_and_dask_with_chunks(plate):
+    dt = xr.open_datatree(plate, engine="ome-hcs")
+    var = dt[dt.hcs.field_paths[0] + "/0"]["image"].variable
+    assert not var._in_memory
+    dtc = xr.open_datatree(plate, engine="ome-hcs", chunks={})
+    img = dtc[dtc.hcs.field_paths[0] + "/0"]["image"]
+    assert isinstance(img.data, da.Array)
+    assert img.chunks == ((1, 1), (1,), (16,), (16,))
+
+
+def test_open_plate_gives_dask_named_by_path(plate):
+    dt = xarray_hcs.open_plate(plate)
+    names = set()
+    for fp in dt.hcs.field_paths:
+        for lv in ("0", "1"):
+            a = dt[f"{fp}/{lv}"]["image"].data
+            assert isinstance(a, da.Array)
+            names.add(a.name)
+    assert len(names) == 24  # one name per array: no collisions between nodes
+    again = xarray_hcs.open_plate(plate)
+    fp = dt.hcs.field_paths[0]
+    assert again[f"{fp}/0"]["image"].data.name == dt[f"{fp}/0"]["image"].data.name
+    # a combined compute over many nodes gives the right per-node answers
+    sums = da.compute(*[dt[f"{fp}/0"]["image"].data.sum() for fp in dt.hcs.field_paths])
+    root = zarr.open_group(plate, mode="r")
+    assert list(sums) == [root[f"{fp}/0"][...].sum() for fp in dt.hcs.field_paths]
+
+
+def test_open_plate_matches_open_datatree(plate):
+    a = xarray_hcs.open_plate(plate, chunks=None)
+    b = xr.open_datatree(plate, engine="ome-hcs")
+    assert a.hcs.field_paths == b.hcs.field_paths
+    xr.testing.assert_identical(a, b)
+
+
+# ------------------------------------------------------------------ selection
+
+
+def test_select_wells_reads_only_those(plate):
+    dt = xr.open_datatree(plate, engine="ome-hcs", wells=["B2", "A/" + ("01" if "v05" in
+                                                                         str(plate) else "1")])
+    assert len(dt.hcs.wells) == 2
+    assert [w["path"] for w in dt.attrs["ome"]["plate"]["wells"]] == dt.hcs.wells
+    assert set(dt.children) == {"A", "B"}
+    assert len(dt.attrs["ome"]["plate"]["rows"]) == 2  # the layout stays a full plate
+
+
+def test_select_fields_levels_labels(plate):
+    dt = xr.open_datatree(plate, engine="ome-hcs", fields=[1], levels=[-1], labels=False)
+    assert all(fp.endswith("/1") for fp in dt.hcs.field_paths)
+    fp = dt.hcs.field_paths[0]
+    assert set(dt[fp].children) == {"1"}
+    assert dt[fp + "/1"]["image"].shape == (2, 1, 8, 8)
+    w = dt[dt.hcs.wells[0]].attrs["ome"]["well"]
+    assert [im["path"] for im in w["images"]] == ["1"]
+    assert dt.attrs["ome"]["plate"]["field_count"] == 1
+
+
+def test_select_levels_by_path(plate):
+    dt = xr.open_datatree(plate, engine="ome-hcs", levels=["1"], labels=["nuclei"])
+    fp = dt.hcs.field_paths[0]
+    assert set(dt[fp].children) == {"1", "labels"}
+    assert set(dt[fp + "/labels/nuclei"].children) == {"0", "1"}  # labels keep their levels
+
+
+def test_select_acquisition(plate):
+    dt = xr.open_datatree(plate, engine="ome-hcs", acquisition="sample")
+    assert len(dt.hcs.field_paths) == 12
+    assert [a.id for a in dt.hcs.acquisitions] == [0]
+    with pytest.raises(HcsSelectionError, match="no acquisition 5"):
+        xr.open_datatree(plate, engine="ome-hcs", acquisition=5)
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"wells": ["Z/99"]}, "no well 'Z/99'"),
+    ({"wells": ["nonsense!"]}, "cannot read"),
+    ({"levels": [7]}, "level 7 does not exist"),
+    ({"levels": ["s9"]}, "level 's9' does not exist"),
+])
+def test_bad_selection(plate, kw, message):
+    with pytest.raises(HcsSelectionError, match=message):
+        xr.open_datatree(plate, engine="ome-hcs", **kw)
+
+
+# ------------------------------------------------------------------ groups, datasets, engine
+
+
+def test_open_groups(plate):
+    groups = xr.open_groups(plate, engine="ome-hcs", wells=["A1"])
+    fp = "/A/" + ("01" if "v05" in str(plate) else "1")
+    assert f"{fp}/0/0" in groups
+    assert groups[f"{fp}/0/0"]["image"].dims == ("c", "z", "y", "x")
+    assert "plate" in groups["/"].attrs["ome"]
+
+
+def test_open_dataset_one_node(plate):
+    cols = xr.open_datatree(plate, engine="ome-hcs", levels=[0]).hcs.columns
+    ds = xr.open_dataset(plate, engine="ome-hcs", group=f"B/{cols[1]}/0/1")
+    assert ds["image"].shape == (2, 1, 8, 8)
+    assert list(ds.c.values) == ["DAPI", "GFP"]
+    with pytest.raises(HcsSelectionError, match="needs group="):
+        xr.open_dataset(plate, engine="ome-hcs")
+
+
+def test_engine_found_without_importing_xarray_hcs(plate):
+    code = textwrap.dedent(f"""
+        import sys, xarray as xr
+        dt = xr.open_datatree({str(plate)!r}, engine="ome-hcs")
+        assert "xarray_hcs" in sys.modules  # loaded by xarray through the entry point
+        print(len(dt.hcs.wells))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "6"
+
+
+def test_guess_can_open(plate, tmp_path):
+    from xarray_hcs.backend import OmeHcsBackendEntrypoint
+
+    be = OmeHcsBackendEntrypoint()
+    assert be.guess_can_open(str(plate))
+    assert not be.guess_can_open(str(plate / "A"))  # a row group is no plate
+    zarr.open_group(tmp_path / "plain.zarr", mode="w")
+    assert not be.guess_can_open(str(tmp_path / "plain.zarr"))
+    assert not be.guess_can_open("http://127.0.0.1:1/plate.zarr")
+    assert xr.open_datatree(plate).hcs.wells  # engine guessed

@@ -250,6 +250,8 @@ def _is_url(s: str) -> bool:
 
 async def _probe(store: Store, root: str) -> dict[str, Any | None]:
     keys = ["zarr.json", ".zattrs", ".zgroup", ".zmetadata"]
+    if not store._is_open:  # stores made by hand (ZipStore, ...) open on first use
+        await store._open()
 
     async def get(k: str) -> Any | None:
         try:
@@ -263,8 +265,12 @@ async def _probe(store: Store, root: str) -> dict[str, Any | None]:
         except ValueError as e:
             raise HcsMetadataError(f"is not valid JSON ({e})", join_path(root, k)) from None
 
-    docs = await asyncio.gather(*(get(k) for k in keys))
-    return dict(zip(keys, docs, strict=True))
+    # zarr v3 first: one read answers for v3 stores (consolidated metadata included)
+    v3 = await get("zarr.json")
+    if v3 is not None:
+        return {"zarr.json": v3, ".zattrs": None, ".zgroup": None, ".zmetadata": None}
+    docs = await asyncio.gather(*(get(k) for k in keys[1:]))
+    return dict(zip(keys, [None, *docs], strict=True))
 
 
 def _consolidated_index(probe: dict[str, Any | None], zarr_format: int
@@ -339,6 +345,7 @@ def open_store(obj: Any, storage_options: dict[str, Any] | None = None,
 
                 try:
                     store = ZipStore(p, mode="r", read_only=True)
+                    run_sync(store._ensure_open())
                 except Exception as e:  # zipfile raises BadZipFile and friends
                     raise HcsNotAPlateError(f"is a file but not a zip/.ozx archive ({e})",
                                             source) from None

@@ -334,16 +334,23 @@ class _Walker:
                                        ] | None:
         lpath = join_path(path, "labels")
         attrs = await self.ps.group_attrs(lpath)
-        full = join_path(self.ps.root, lpath)
+        group: tuple[dict[str, Any], dict[str, Any]] | None = None
+        names: tuple[str, ...] = ()
         if attrs is not None:
-            lome, lother = self._decode(attrs, lpath)
-            names = ngff.parse_labels_list(lome.get("labels", []), full)
-            return (lome, lother), list(names)
-        # some writers (iohub) list labels in the image group's own attributes
-        if "labels" in ome:
-            names = ngff.parse_labels_list(ome["labels"], join_path(self.ps.root, path))
-            return None, [n.removeprefix("labels/") for n in names]
-        return None
+            group = self._decode(attrs, lpath)
+            names = ngff.parse_labels_list(group[0].get("labels", []),
+                                           join_path(self.ps.root, lpath))
+        if not names and "labels" in ome:
+            # iohub lists labels in the image group's own attributes, as
+            # {"labels": {"labels": [...]}}, and leaves the labels group's attrs empty
+            listed = ome["labels"]
+            if isinstance(listed, dict):
+                listed = listed.get("labels", [])
+            names = tuple(n.removeprefix("labels/") for n in ngff.parse_labels_list(
+                listed, join_path(self.ps.root, path)))
+        if group is None and not names:
+            return None
+        return group, list(names)
 
 
 async def _none() -> None:

@@ -49,7 +49,9 @@ def fresh_plate(tmp_path: Path):
     """A factory for a new small plate the test may modify (version → path)."""
 
     def make(version: str = "0.5", **kw) -> Path:
+        kw.setdefault("column_width", 2 if version == "0.5" else 0)  # as plate_v04/plate_v05
         layout = dataclasses.replace(TINY, version=version, **kw)
-        return write_sample_plate(tmp_path / f"plate-{version}.zarr", layout)
+        n = len(list(tmp_path.glob("plate-*.zarr")))
+        return write_sample_plate(tmp_path / f"plate-{version}-{n}.zarr", layout)
 
     return make

@@ -9,7 +9,9 @@ re-create the zarr array on their side.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -84,25 +86,67 @@ class _DaskSource:
         return np.asarray(self.backend.array[key])
 
 
-def dask_array(backend: ZarrLevelArray, name_token: str, chunks: Any = None) -> Any:
+def _read_chunk(source: _DaskSource, key: tuple[slice, ...]) -> np.ndarray:
+    return source[key]
+
+
+@lru_cache(maxsize=256)
+def _chunk_plan(shape: tuple[int, ...], chunks: tuple[tuple[int, ...], ...]
+                ) -> tuple[tuple[tuple[int, ...], tuple[slice, ...]], ...]:
+    """Block indices and the slices they read; shared by every array of one shape/chunking."""
+    bounds = []
+    for dim_chunks in chunks:
+        edges = [0, *itertools.accumulate(dim_chunks)]
+        bounds.append([(i, slice(edges[i], edges[i + 1])) for i in range(len(dim_chunks))])
+    return tuple((tuple(i for i, _ in combo), tuple(sl for _, sl in combo))
+                 for combo in itertools.product(*bounds))
+
+
+def dask_array(backend: ZarrLevelArray, name_token: str, chunks: Any = None,
+               label: str = "") -> Any:
     """A dask array over ``backend`` on the zarr chunks (or shards), named without hashing data.
+
+    Built directly as one graph layer (no ``from_array`` machinery): at plate scale there
+    are tens of thousands of arrays and this is on the open path.
 
     Parameters
     ----------
     backend
         The array to wrap.
     name_token
-        Identifies the store and node (the store's source and the array path); the dask name
-        is ``"ome-hcs-<digest>"`` of it, so equal inputs give equal names (dask can share work
-        across opens) and different nodes never collide.
+        Identifies the store, the node and the chunking; the dask name is
+        ``"ome-hcs-<label>-<digest of token>"``, so equal inputs give equal names (dask can
+        share work across opens) and different nodes never collide.
     chunks
-        ``None`` or ``{}`` for the stored chunks; anything ``dask.array.from_array`` accepts,
-        or a dict by dimension index.
+        ``None`` or ``{}`` for the stored chunks; otherwise anything
+        ``dask.array.normalize_chunks`` accepts.
+    label
+        Readable part of the name (the node path).
     """
-    import dask.array as da
+    from dask.array.core import Array, normalize_chunks
+    from dask.highlevelgraph import HighLevelGraph
 
-    digest = hashlib.blake2b(name_token.encode(), digest_size=12).hexdigest()
-    c = backend.info.chunks if chunks in (None, {}) else chunks
-    return da.from_array(_DaskSource(backend), chunks=c, name=f"ome-hcs-{digest}",
-                         asarray=False, fancy=False, meta=np.empty((0,) * len(backend.shape),
-                                                                   dtype=backend.dtype))
+    shape = backend.shape
+    if chunks is None or chunks == {}:
+        norm = _stored_chunks(shape, backend.info.chunks)
+    else:
+        norm = normalize_chunks(chunks, shape=shape, dtype=backend.dtype)
+    digest = hashlib.blake2b(name_token.encode(), digest_size=10).hexdigest()
+    name = f"ome-hcs-{label}-{digest}" if label else f"ome-hcs-{digest}"
+    source = _DaskSource(backend)
+    layer = {(name, *idx): (_read_chunk, source, key) for idx, key in _chunk_plan(shape, norm)}
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=())
+    return Array(graph, name, norm, meta=_meta(backend.dtype, len(shape)))
+
+
+@lru_cache(maxsize=256)
+def _stored_chunks(shape: tuple[int, ...], chunks: tuple[int, ...]
+                   ) -> tuple[tuple[int, ...], ...]:
+    from dask.array.core import normalize_chunks
+
+    return normalize_chunks(chunks, shape=shape)
+
+
+@lru_cache(maxsize=64)
+def _meta(dtype: np.dtype, ndim: int) -> np.ndarray:
+    return np.empty((0,) * ndim, dtype=dtype)

@@ -13,7 +13,7 @@ import xarray as xr
 
 from ._xarray_internals import assemble_tree
 from .store import PlateStore, open_store
-from .tree import OpenOptions, build_nodes, read_plate
+from .tree import OpenOptions, build_nodes, gc_paused, read_plate
 
 __all__ = ["open_plate", "plate_tree", "plate_groups"]
 
@@ -21,15 +21,17 @@ __all__ = ["open_plate", "plate_tree", "plate_groups"]
 def _nodes(obj: Any, opts: OpenOptions, storage_options: dict[str, Any] | None,
            consolidated: bool | None) -> tuple[PlateStore, dict[str, Any]]:
     ps = open_store(obj, storage_options=storage_options, consolidated=consolidated)
-    rec = read_plate(ps, opts)
-    return ps, build_nodes(ps, rec, opts)
+    with gc_paused():
+        rec = read_plate(ps, opts)
+        return ps, build_nodes(ps, rec, opts)
 
 
 def plate_tree(obj: Any, opts: OpenOptions, storage_options: dict[str, Any] | None = None,
                consolidated: bool | None = None) -> xr.DataTree:
     """The selected plate as a DataTree (see :func:`open_plate` for the parameters)."""
     ps, nodes = _nodes(obj, opts, storage_options, consolidated)
-    tree = assemble_tree(nodes)
+    with gc_paused():
+        tree = assemble_tree(nodes)
     close = getattr(ps.store, "close", None)
     if close is not None and type(ps.store).__name__ == "ZipStore":
         tree.set_close(close)

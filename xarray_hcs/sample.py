@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 
 from .ngff import encode_attrs
 
@@ -116,10 +115,22 @@ def write_sample_plate(store: str | Path, layout: SamplePlate = DEMO,
     overwrite
         Replace an existing store at ``store``.
     """
+    from .store import run_sync
+
     path = Path(store)
+    run_sync(_write_plate(path, layout, overwrite))
+    return path
+
+
+async def _write_plate(path: Path, layout: SamplePlate, overwrite: bool) -> None:
+    import asyncio
+
+    from zarr.api.asynchronous import open_group
+
     version = layout.version
     zarr_format = 2 if version == "0.4" else 3
-    root = zarr.open_group(path, mode="w" if overwrite else "w-", zarr_format=zarr_format)
+    root = await open_group(store=path, mode="w" if overwrite else "w-",
+                            zarr_format=zarr_format)
     rows, cols = layout.row_names, layout.column_names
     wells = [{"path": f"{r}/{c}", "rowIndex": i, "columnIndex": j}
              for i, r in enumerate(rows) for j, c in enumerate(cols)]
@@ -127,45 +138,54 @@ def write_sample_plate(store: str | Path, layout: SamplePlate = DEMO,
              "columns": [{"name": c} for c in cols], "wells": wells,
              "acquisitions": [{"id": 0, "name": "sample", "maximumfieldcount": layout.fields}],
              "field_count": layout.fields}
-    root.attrs.put(encode_attrs({"plate": plate}, None, version))
+    await root.update_attributes(encode_attrs({"plate": plate}, None, version))
     axes = [{"name": "c", "type": "channel"},
             {"name": "z", "type": "space", "unit": "micrometer"},
             {"name": "y", "type": "space", "unit": "micrometer"},
             {"name": "x", "type": "space", "unit": "micrometer"}]
-    label_axes = axes[1:]
     colors = ["0000FF", "00FF00", "FF0000", "FFFFFF"]
     omero = {"channels": [{"label": ch, "color": colors[i % 4], "active": True,
                            "window": {"start": 0, "end": 4000, "min": 0, "max": 65535}}
                           for i, ch in enumerate(layout.channels)]}
-    nch = len(layout.channels)
-    for i, r in enumerate(rows):
-        row = root.create_group(r)
-        for j, c in enumerate(cols):
-            well = row.create_group(c)
-            images = [{"path": str(f), "acquisition": 0} for f in range(layout.fields)]
-            well.attrs.put(encode_attrs({"well": {"images": images}}, None, version))
-            for f in range(layout.fields):
-                fg = well.create_group(str(f))
-                ome = {**_multiscales(layout, axes, f"{r}{c}_{f}"), "omero": omero}
-                fg.attrs.put(encode_attrs(ome, None, version))
-                img, lab = _field_pixels(layout, i, j, f) if layout.pixels else (None, None)
-                _write_levels(fg, layout, (nch, *layout.shape_zyx), layout.dtype, img, "mean",
-                              ["c", "z", "y", "x"], zarr_format)
-                if layout.labels:
-                    lg = fg.create_group("labels")
-                    lg.attrs.put(encode_attrs({"labels": ["nuclei"]}, None, version))
-                    ng = lg.create_group("nuclei")
-                    lome = {**_multiscales(layout, label_axes, "nuclei"),
-                            "image-label": {"source": {"image": "../../"}}}
-                    ng.attrs.put(encode_attrs(lome, None, version))
-                    _write_levels(ng, layout, layout.shape_zyx, "uint32", lab, "nearest",
-                                  ["z", "y", "x"], zarr_format)
-    return path
+    # bounded concurrency: enough to hide per-file latency, not so much to exhaust handles
+    limit = asyncio.Semaphore(32)
+
+    async def field(well: Any, i: int, j: int, f: int) -> None:
+        async with limit:
+            name = f"{rows[i]}{cols[j]}_{f}"
+            fg = await well.create_group(str(f), attributes=encode_attrs(
+                {**_multiscales(layout, axes, name), "omero": omero}, None, version))
+            img, lab = _field_pixels(layout, i, j, f) if layout.pixels else (None, None)
+            shape = (len(layout.channels), *layout.shape_zyx)
+            await _write_levels(fg, layout, shape, layout.dtype, img, "mean", ["c", "z", "y", "x"],
+                                zarr_format)
+            if layout.labels:
+                lg = await fg.create_group("labels", attributes=encode_attrs(
+                    {"labels": ["nuclei"]}, None, version))
+                ng = await lg.create_group("nuclei", attributes=encode_attrs(
+                    {**_multiscales(layout, axes[1:], "nuclei"),
+                     "image-label": {"source": {"image": "../../"}}}, None, version))
+                await _write_levels(ng, layout, layout.shape_zyx, "uint32", lab, "nearest",
+                                    ["z", "y", "x"], zarr_format)
+
+    async def well(i: int, j: int, row: Any) -> None:
+        images = [{"path": str(f), "acquisition": 0} for f in range(layout.fields)]
+        async with limit:
+            wg = await row.create_group(cols[j], attributes=encode_attrs(
+                {"well": {"images": images}}, None, version))
+        await asyncio.gather(*(field(wg, i, j, f) for f in range(layout.fields)))
+
+    async def row(i: int) -> None:
+        async with limit:
+            rg = await root.create_group(rows[i])
+        await asyncio.gather(*(well(i, j, rg) for j in range(len(cols))))
+
+    await asyncio.gather(*(row(i) for i in range(len(rows))))
 
 
-def _write_levels(group: zarr.Group, layout: SamplePlate, shape: tuple[int, ...], dtype: str,
-                  data: np.ndarray | None, reduce: str, dims: list[str],
-                  zarr_format: int) -> None:
+async def _write_levels(group: Any, layout: SamplePlate, shape: tuple[int, ...], dtype: str,
+                        data: np.ndarray | None, reduce: str, dims: list[str],
+                        zarr_format: int) -> None:
     pyr = _pyramid(data, layout.levels, reduce) if data is not None else None
     for lv in range(layout.levels):
         f = 2**lv
@@ -174,7 +194,7 @@ def _write_levels(group: zarr.Group, layout: SamplePlate, shape: tuple[int, ...]
                   min(layout.chunk_yx, lshape[-1]))
         kw: dict[str, Any] = {"dimension_names": dims} if zarr_format == 3 else {
             "chunk_key_encoding": {"name": "v2", "separator": "/"}}
-        arr = group.create_array(str(lv), shape=lshape, chunks=chunks, dtype=dtype,
-                                 fill_value=0, **kw)
+        arr = await group.create_array(str(lv), shape=lshape, chunks=chunks, dtype=dtype,
+                                       fill_value=0, **kw)
         if pyr is not None:
-            arr[...] = pyr[lv]
+            await arr.setitem(Ellipsis, pyr[lv])

@@ -14,9 +14,12 @@ Two steps with one job each:
 from __future__ import annotations
 
 import asyncio
+import gc
+import json
 import re
 import warnings
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -41,7 +44,7 @@ from .ngff import Multiscale, Omero, Plate, ScaleLevel, Well
 from .store import ArrayInfo, PlateStore, join_path
 
 __all__ = ["OpenOptions", "PlateRecord", "read_plate", "build_nodes", "select_wells",
-           "IMAGE_VAR", "LABEL_VAR"]
+           "IMAGE_VAR", "LABEL_VAR", "gc_paused"]
 
 IMAGE_VAR = "image"
 LABEL_VAR = "labels"
@@ -78,13 +81,13 @@ class OpenOptions:
 # ----------------------------------------------------------------------------- records
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class LevelRecord:
     level: ScaleLevel
     info: ArrayInfo
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class ImageRecord:
     """A field image or a label image: its metadata and the level arrays read."""
 
@@ -98,7 +101,7 @@ class ImageRecord:
     labels: list[ImageRecord] = field(default_factory=list)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class WellRecord:
     path: str
     ome: dict[str, Any]
@@ -107,7 +110,7 @@ class WellRecord:
     fields: list[ImageRecord]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class PlateRecord:
     version: str
     zarr_format: int
@@ -217,7 +220,9 @@ class _Walker:
         self.ps = ps
         self.opts = opts
         self.version = "0.4"
-        self._ms_cache: dict[int, tuple[Any, Multiscale]] = {}
+        # local reads finish inline, so tasks would only add overhead; remote reads overlap
+        self._all = _in_turn if ps.reads_inline else asyncio.gather
+        self._ms_cache: dict[str, Multiscale] = {}
 
     def _missing(self, what: str, path: str) -> None:
         full = join_path(self.ps.root, path)
@@ -235,12 +240,18 @@ class _Walker:
         full = join_path(self.ps.root, path)
         if not isinstance(ms_list, list) or not ms_list:
             raise HcsMetadataError("image has no multiscales metadata", full)
-        key = id(ms_list[0])
-        hit = self._ms_cache.get(key)
-        if hit is not None and hit[0] is ms_list[0]:
-            return hit[1]
-        ms = Multiscale.from_dict(ms_list[0], full)
-        self._ms_cache[key] = (ms_list[0], ms)
+        raw = ms_list[0]
+        # fields of one plate share their multiscales but for the name: parse each shape once
+        try:
+            key = json.dumps({k: v for k, v in raw.items() if k != "name"})
+        except (TypeError, ValueError, AttributeError):
+            return Multiscale.from_dict(raw, full)  # let the model report what is wrong
+        ms = self._ms_cache.get(key)
+        if ms is None:
+            ms = self._ms_cache[key] = Multiscale.from_dict(raw, full)
+        name = raw.get("name")
+        if ms.name != name and (name is None or isinstance(name, str)):
+            ms = replace(ms, name=name)
         return ms
 
     async def plate(self) -> PlateRecord:
@@ -260,8 +271,8 @@ class _Walker:
         wells = select_wells(plate, self.opts.wells, ps.source)
         row_names = list(dict.fromkeys(w.row for w in wells))
         row_attrs, well_recs = await asyncio.gather(
-            asyncio.gather(*(ps.group_attrs(r) for r in row_names)),
-            asyncio.gather(*(self.well(w.path, plate, acq) for w in wells)))
+            self._all(*(ps.group_attrs(r) for r in row_names)),
+            self._all(*(self.well(w.path, plate, acq) for w in wells)))
         kept = [w for w in well_recs if w is not None]
         kept_paths = {w.path for w in kept}
         sel_plate = replace(
@@ -288,8 +299,8 @@ class _Walker:
             raise HcsMetadataError("is listed as a well but has no 'well' metadata", full)
         well = Well.from_dict(ome["well"], full, plate.acquisition_ids or None)
         images = select_images(well, acq, self.opts.fields)
-        recs = await asyncio.gather(*(self.image(join_path(path, im.path), im.acquisition)
-                                      for im in images))
+        recs = await self._all(*(self.image(join_path(path, im.path), im.acquisition)
+                                 for im in images))
         fields = [r for r in recs if r is not None]
         kept = {r.path.rsplit("/", 1)[1] for r in fields}
         sel_well = replace(well, images=tuple(im for im in images if im.path in kept))
@@ -307,8 +318,8 @@ class _Walker:
         levels = select_levels(ms, self.opts.levels if not label else None,
                                join_path(self.ps.root, path))
         want_labels = not label and self.opts.labels is not False
-        infos, labels_group = await asyncio.gather(
-            asyncio.gather(*(self.ps.array_info(join_path(path, lv.path)) for lv in levels)),
+        infos, labels_group = await self._all(
+            self._all(*(self.ps.array_info(join_path(path, lv.path)) for lv in levels)),
             self._labels_group(path, ome) if want_labels else _none())
         recs = []
         for lv, info in zip(levels, infos, strict=True):
@@ -324,8 +335,8 @@ class _Walker:
             names = labels_group[1]
             if isinstance(self.opts.labels, Sequence) and not isinstance(self.opts.labels, bool):
                 names = [n for n in names if n in set(self.opts.labels)]
-            lrecs = await asyncio.gather(*(self.image(join_path(path, "labels", n), None,
-                                                      label=True) for n in names))
+            lrecs = await self._all(*(self.image(join_path(path, "labels", n), None,
+                                                 label=True) for n in names))
             rec.labels = [r for r in lrecs if r is not None]
         return rec
 
@@ -357,6 +368,19 @@ async def _none() -> None:
     return None
 
 
+async def _in_turn(*aws: Any) -> list[Any]:
+    """``asyncio.gather`` for awaitables that never wait: run them one after the other."""
+    out: list[Any] = []
+    try:
+        for a in aws:
+            out.append(await a)
+    except BaseException:
+        for a in aws[len(out) + 1:]:  # never started: close them quietly
+            a.close()
+        raise
+    return out
+
+
 def _check_levels(ms: Multiscale, recs: list[LevelRecord], path: str) -> None:
     ndim = len(ms.axes)
     dtype = None
@@ -371,6 +395,24 @@ def _check_levels(ms: Multiscale, recs: list[LevelRecord], path: str) -> None:
             raise HcsMetadataError(
                 f"level {r.level.path!r} has dtype {r.info.dtype}, level "
                 f"{recs[0].level.path!r} has {dtype}: all levels must share one dtype", path)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building large acyclic structures.
+
+    Opening a plate allocates hundreds of thousands of small objects (parsed JSON, records,
+    variables) and keeps them all; each allocation burst triggers a collection that scans
+    everything kept so far, which doubled the open time of a 10,000-array plate. They hold no
+    reference cycles worth collecting, so one pass afterwards (as usual) is enough.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def read_plate(ps: PlateStore, opts: OpenOptions) -> PlateRecord:
@@ -423,9 +465,11 @@ class _Builder:
 
             tr = RangeCoordinateTransform(start, start + size * step, size, axis.name,
                                           axis.name, step=step)
-            idx = RangeIndex(tr)
-            data = idx.create_variables()[axis.name]._data
-            hit = self._range[key] = (idx, data)
+            # the values the index computes, materialised once and shared read-only by
+            # every node on this grid: cheaper per node than the lazy transform variable
+            data = start + np.arange(size, dtype=np.float64) * step
+            data.flags.writeable = False
+            hit = self._range[key] = (RangeIndex(tr), data)
         idx, data = hit
         attrs: dict[str, Any] = {}
         cf = _cf_axis(axis)
@@ -464,7 +508,7 @@ class _Builder:
         if self.opts.chunks is None:
             return indexing.LazilyIndexedArray(backend)
         token = f"{self.ps.source}\0{self.ps.root}\0{info.path}\0{self.opts.chunks!r}"
-        return dask_array(backend, token, self.opts.chunks)
+        return dask_array(backend, token, self.opts.chunks, label=info.path)
 
     def image_nodes(self, rec: ImageRecord, out: dict[str, NodeSpec],
                     parent_coords: dict[str, int], *, var_name: str,

@@ -1,0 +1,54 @@
+"""The command line: ``xarray-hcs demo`` and ``xarray-hcs info`` as a user runs them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import xarray as xr
+
+from xarray_hcs.cli import main
+from xarray_hcs.sample import well_intensity
+
+
+def test_demo_writes_opens_and_analyses(tmp_path, capsys):
+    assert main(["demo", str(tmp_path / "demo.zarr")]) == 0
+    out = capsys.readouterr().out
+    assert "wells:        96" in out
+    assert "fields:       192 (2 per well)" in out
+    assert "channels:     DAPI, GFP" in out
+    assert "mean intensity per well, channel GFP" in out
+    dt = xr.open_datatree(tmp_path / "demo.zarr", engine="ome-hcs")
+    assert dt.hcs.version == "0.5"
+    assert len(dt.hcs.wells) == 96 and len(dt[dt.hcs.field_paths[0]].children) == 3
+    # the printed table holds the per-well means: row H, column 12 is the brightest
+    h_row = [line for line in out.splitlines() if line.strip().startswith("H ")][0]
+    assert float(h_row.split()[-1]) >= well_intensity(7, 11, 0)
+
+
+def test_info(plate, capsys):
+    assert main(["info", str(plate)]) == 0
+    out = capsys.readouterr().out
+    assert "wells:        6" in out and "labels:       nuclei" in out
+    assert "image (c: 2, z: 1, y: 16, x: 16) uint16" in out
+
+
+def test_info_on_a_bad_path_is_a_clean_error(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "missing.zarr")]) == 2
+    err = capsys.readouterr().err
+    assert "missing.zarr" in err and "no such file" in err
+    assert "Traceback" not in err
+
+
+def test_console_script_is_installed(plate):
+    out = subprocess.run([sys.executable, "-m", "xarray_hcs.cli", "info", str(plate)],
+                         capture_output=True, text=True, check=True)
+    assert "OME-Zarr HCS plate" in out.stdout
+
+
+@pytest.mark.parametrize("args", [[], ["bogus"]])
+def test_usage_errors(args):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2

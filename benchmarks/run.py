@@ -1,0 +1,422 @@
+"""Benchmarks: xarray_hcs against the peers (ngff-zarr, ngio) and raw baselines, one run.
+
+    python -m benchmarks.run [--quick] [--only P1,P2] [--repeat N] [--no-save]
+
+Builds its plates once (deterministic, cached under ``benchmarks/_plates/``), runs every
+workload for every library in this process (medians of ``--repeat`` runs; peak memory in a
+fresh subprocess each), prints a markdown table and writes it to ``docs/performance.md``.
+Timings are never asserted in the test suite; the store-operation counts are (tests/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+PLATES = HERE / "_plates"
+DOC = HERE.parent / "docs" / "performance.md"
+
+sys.path.insert(0, str(HERE.parent))
+
+from xarray_hcs.sample import SamplePlate, write_sample_plate  # noqa: E402
+
+# ----------------------------------------------------------------------------- plates
+
+P1_BIG = SamplePlate(rows=16, columns=24, fields=9, levels=3, shape_zyx=(1, 256, 256),
+                     pixels=False, version="0.5")
+P1_V04 = SamplePlate(rows=8, columns=12, fields=4, levels=3, shape_zyx=(1, 256, 256),
+                     pixels=False, version="0.4", column_width=0)
+P2_PLATE = SamplePlate(rows=8, columns=12, fields=4, levels=1, shape_zyx=(1, 256, 256),
+                       version="0.5", chunk_yx=256)
+P6_PLATE = dataclasses.replace(P2_PLATE, rows=16, columns=24)
+QUICK = {
+    "P1_BIG": dataclasses.replace(P1_BIG, rows=8, columns=12, fields=4),
+    "P1_V04": dataclasses.replace(P1_V04, rows=4, columns=6),
+    "P2_PLATE": dataclasses.replace(P2_PLATE, rows=4, columns=6),
+    "P6_PLATE": dataclasses.replace(P2_PLATE, rows=8, columns=6),
+}
+
+
+def plate(name: str, layout: SamplePlate) -> Path:
+    """The plate for ``layout``, written once and reused while its layout is unchanged."""
+    key = json.dumps(dataclasses.asdict(layout), sort_keys=True)
+    path = PLATES / f"{name}.zarr"
+    stamp = PLATES / f"{name}.layout.json"
+    if not (path.exists() and stamp.exists() and stamp.read_text() == key):
+        PLATES.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        print(f"  writing {name} ({layout.rows * layout.columns} wells x {layout.fields} "
+              f"fields x {layout.levels} levels) ...", file=sys.stderr, flush=True)
+        write_sample_plate(path, layout, overwrite=True)
+        stamp.write_text(key)
+        print(f"  ... {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    return path
+
+
+# ----------------------------------------------------------------------------- raw baselines
+
+
+def _read_json(path: str) -> Any:
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except FileNotFoundError:
+        return None
+
+
+def raw_walk(p: Path, wells: list[str] | None = None, levels: list[int] | None = None,
+             threads: int = 8) -> int:
+    """The practical limit: read and parse every metadata document the plate names, with a
+    thread pool, building nothing. Returns the number of documents read."""
+    v3 = (p / "zarr.json").exists()
+
+    def attrs(node: str) -> Any:
+        if v3:
+            doc = _read_json(os.path.join(p, node, "zarr.json"))
+            return (doc or {}).get("attributes", {}).get("ome", {})
+        return _read_json(os.path.join(p, node, ".zattrs")) or {}
+
+    def arr(node: str) -> Any:
+        return _read_json(os.path.join(p, node, "zarr.json" if v3 else ".zarray"))
+
+    n = 0
+    with ThreadPoolExecutor(threads) as ex:
+        plate_doc = attrs("")
+        well_paths = [w["path"] for w in plate_doc["plate"]["wells"]]
+        if wells is not None:
+            well_paths = [w for w in well_paths if w in set(wells)]
+        well_docs = list(ex.map(attrs, well_paths))
+        fields = [f"{w}/{im['path']}" for w, d in zip(well_paths, well_docs, strict=True)
+                  for im in d["well"]["images"]]
+        field_docs = list(ex.map(attrs, fields))
+        arrays = []
+        for f, d in zip(fields, field_docs, strict=True):
+            ds = d["multiscales"][0]["datasets"]
+            arrays.extend(f"{f}/{ds[i]['path']}" for i in (levels or range(len(ds))))
+        n = 1 + len(well_docs) + len(field_docs) + len(list(ex.map(arr, arrays)))
+    return n
+
+
+def zarr_walk(p: Path) -> int:
+    """zarr-python's own API, concurrently (asyncio): open every well, field and level."""
+    import asyncio
+
+    import zarr.api.asynchronous as za
+    from zarr.core.sync import sync
+
+    async def run() -> int:
+        root = await za.open_group(store=str(p), mode="r")
+        attrs = root.attrs
+        ome = attrs.get("ome", attrs)
+        wells = [w["path"] for w in ome["plate"]["wells"]]
+        wgroups = await asyncio.gather(*(za.open_group(store=str(p), path=w, mode="r")
+                                         for w in wells))
+        fields = []
+        for w, g in zip(wells, wgroups, strict=True):
+            wo = g.attrs.get("ome", g.attrs)
+            fields.extend(f"{w}/{im['path']}" for im in wo["well"]["images"])
+        fgroups = await asyncio.gather(*(za.open_group(store=str(p), path=f, mode="r")
+                                         for f in fields))
+        arrays = []
+        for f, g in zip(fields, fgroups, strict=True):
+            fo = g.attrs.get("ome", g.attrs)
+            arrays.extend(f"{f}/{d['path']}" for d in fo["multiscales"][0]["datasets"])
+        arrs = await asyncio.gather(*(za.open_array(store=str(p), path=a, mode="r")
+                                      for a in arrays))
+        return 1 + len(wgroups) + len(fgroups) + len(arrs)
+
+    return sync(run())
+
+
+def raw_read_reduce(p: Path, threads: int = 4) -> np.ndarray:
+    """Threaded plain-zarr read of every level-0 array, mean per channel."""
+    import zarr
+
+    root = zarr.open_group(p, mode="r")
+    ome = root.attrs.get("ome", root.attrs)
+    fields = []
+    for w in ome["plate"]["wells"]:
+        wg = root[w["path"]]
+        wo = wg.attrs.get("ome", wg.attrs)
+        fields.extend(f"{w['path']}/{im['path']}/0" for im in wo["well"]["images"])
+
+    def one(path: str) -> np.ndarray:
+        a = root[path][...]
+        return a.reshape(a.shape[0], -1).mean(axis=1)
+
+    with ThreadPoolExecutor(threads) as ex:
+        return np.stack(list(ex.map(one, fields)))
+
+
+# ----------------------------------------------------------------------------- ours
+
+
+def ours_open_datatree(p: Path, **kw: Any) -> int:
+    import xarray as xr
+
+    dt = xr.open_datatree(p, engine="ome-hcs", **kw)
+    return len(dt.hcs.field_paths)
+
+
+def ours_open_plate(p: Path, **kw: Any) -> int:
+    import xarray_hcs
+
+    return len(xarray_hcs.open_plate(p, **kw).hcs.field_paths)
+
+
+def ours_read_reduce(p: Path, scheduler: str | None = None) -> np.ndarray:
+    import dask
+
+    import xarray_hcs
+
+    dt = xarray_hcs.open_plate(p, levels=[0], labels=False)
+    arrays = [dt[f"{f}/0"]["image"].data for f in dt.hcs.field_paths]
+    means = [a.mean(axis=tuple(range(1, a.ndim)), dtype="f8") for a in arrays]
+    return np.stack(dask.compute(*means, scheduler=scheduler))
+
+
+# ----------------------------------------------------------------------------- peers
+
+
+def ngff_zarr_walk(p: Path, wells: list[str] | None = None) -> int:
+    import ngff_zarr as nz
+
+    plate_ = nz.from_hcs_zarr(str(p))
+    n = 0
+    for w in plate_.wells:
+        if wells is not None and w.path not in wells:
+            continue
+        row, col = w.path.split("/")
+        well = plate_.get_well(row, col)
+        for i in range(len(well.images)):
+            ms = well.get_image(i)
+            n += len(ms.images)
+    return n
+
+
+def ngio_walk(p: Path) -> int:
+    import ngio
+
+    plate_ = ngio.open_ome_zarr_plate(str(p), mode="r")
+    n = 0
+    for cont in plate_.get_images().values():
+        for lv in cont.level_paths:
+            cont.get_image(path=lv)
+            n += 1
+    return n
+
+
+def ngff_zarr_read_reduce(p: Path) -> np.ndarray:
+    import ngff_zarr as nz
+
+    plate_ = nz.from_hcs_zarr(str(p))
+    out = []
+    for w in plate_.wells:
+        row, col = w.path.split("/")
+        well = plate_.get_well(row, col)
+        for i in range(len(well.images)):
+            a = np.asarray(well.get_image(i).images[0].data)
+            out.append(a.reshape(a.shape[0], -1).mean(axis=1))
+    return np.stack(out)
+
+
+def ngio_read_reduce(p: Path) -> np.ndarray:
+    import ngio
+
+    plate_ = ngio.open_ome_zarr_plate(str(p), mode="r")
+    out = []
+    for cont in plate_.get_images().values():
+        a = cont.get_image().get_as_numpy()
+        out.append(a.reshape(a.shape[0], -1).mean(axis=1))
+    return np.stack(out)
+
+
+# ----------------------------------------------------------------------------- harness
+
+
+@dataclasses.dataclass
+class Result:
+    workload: str
+    library: str
+    seconds: float
+    peak_mib: float | None = None
+    baseline: bool = False
+    peer: bool = False
+    note: str = ""
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def peak_rss(expr: str) -> tuple[float, float]:
+    """(seconds, peak RSS MiB) of ``expr`` run in a fresh interpreter."""
+    code = (f"import sys, time, resource; sys.path.insert(0, {str(HERE.parent)!r}); "
+            "from benchmarks.run import *; t = time.perf_counter(); "
+            f"{expr}; dt = time.perf_counter() - t; "
+            "print(dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    secs, mib = out.stdout.split()[-2:]
+    return float(secs), float(mib)
+
+
+def run(only: set[str] | None, quick: bool, repeat: int) -> list[Result]:
+    layouts = {"P1_BIG": P1_BIG, "P1_V04": P1_V04, "P2_PLATE": P2_PLATE, "P6_PLATE": P6_PLATE}
+    if quick:
+        layouts = QUICK
+    res: list[Result] = []
+
+    def want(name: str) -> bool:
+        return only is None or name in only
+
+    def add(workload: str, library: str, fn: Callable[[], Any], **kw: Any) -> None:
+        print(f"  {workload:4s} {library} ...", file=sys.stderr, flush=True)
+        try:
+            secs = timed(fn, repeat)
+            res.append(Result(workload, library, secs, **kw))
+        except Exception as e:  # a peer that cannot read a plate is a result too
+            res.append(Result(workload, library, float("nan"), note=f"failed: {e!r}"[:80],
+                              **kw))
+
+    if want("P1"):
+        for key, label in (("P1_BIG", "P1"), ("P1_V04", "P1 (0.4)")):
+            lay = layouts[key]
+            p = plate(key, lay)
+            w = f"{label} {lay.rows * lay.columns}x{lay.fields}x{lay.levels}"
+            add(w, "raw JSON walk (threads)", lambda p=p: raw_walk(p), baseline=True)
+            add(w, "zarr-python async walk", lambda p=p: zarr_walk(p), peer=True)
+            add(w, "xarray_hcs xr.open_datatree", lambda p=p: ours_open_datatree(p))
+            add(w, "xarray_hcs xr.open_datatree(chunks={})",
+                lambda p=p: ours_open_datatree(p, chunks={}))
+            add(w, "xarray_hcs open_plate (dask)", lambda p=p: ours_open_plate(p))
+            add(w, "ngff-zarr walk", lambda p=p: ngff_zarr_walk(p), peer=True)
+            add(w, "ngio walk", lambda p=p: ngio_walk(p), peer=True)
+    if want("P1s"):
+        lay = layouts["P1_BIG"]
+        p = plate("P1_BIG", lay)
+        names = [f"{r}/{c}" for r in lay.row_names[:2] for c in lay.column_names[:12]]
+        w = f"P1s 24 wells, level 0 of {lay.rows * lay.columns}"
+        add(w, "raw JSON walk (threads)", lambda: raw_walk(p, wells=names, levels=[0]),
+            baseline=True)
+        add(w, "xarray_hcs xr.open_datatree",
+            lambda: ours_open_datatree(p, wells=names, levels=[0]))
+        add(w, "xarray_hcs open_plate (dask)", lambda: ours_open_plate(p, wells=names,
+                                                                        levels=[0]))
+        add(w, "ngff-zarr walk", lambda: ngff_zarr_walk(p, wells=set(names)), peer=True)
+    if want("P2"):
+        lay = layouts["P2_PLATE"]
+        p = plate("P2_PLATE", lay)
+        w = f"P2 mean of level 0, {lay.rows * lay.columns}x{lay.fields}"
+        ref = raw_read_reduce(p)
+        np.testing.assert_allclose(ours_read_reduce(p), ref)
+        add(w, "plain zarr, threads", lambda: raw_read_reduce(p), baseline=True)
+        add(w, "xarray_hcs + dask (threads)", lambda: ours_read_reduce(p))
+        add(w, "ngff-zarr loop", lambda: ngff_zarr_read_reduce(p), peer=True)
+        add(w, "ngio loop", lambda: ngio_read_reduce(p), peer=True)
+    if want("P6"):
+        lay = layouts["P6_PLATE"]
+        p = plate("P6_PLATE", lay)
+        w = f"P6 peak memory of P2 on {lay.rows * lay.columns}x{lay.fields}"
+        for lib, expr, kw in (
+            ("plain zarr, threads", f"raw_read_reduce(Path({str(p)!r}))", {"baseline": True}),
+            ("xarray_hcs + dask (threads)", f"ours_read_reduce(Path({str(p)!r}))", {}),
+        ):
+            print(f"  P6   {lib} ...", file=sys.stderr, flush=True)
+            secs, mib = peak_rss(expr)
+            res.append(Result(w, lib, secs, peak_mib=mib, **kw))
+    return res
+
+
+def table(res: list[Result]) -> str:
+    lines = ["| workload | library | median s | × raw | × fastest peer | peak MiB | note |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for w in dict.fromkeys(r.workload for r in res):
+        rows = [r for r in res if r.workload == w]
+        base = next((r.seconds for r in rows if r.baseline), float("nan"))
+        peers = [r.seconds for r in rows if r.peer and np.isfinite(r.seconds)]
+        fastest = min(peers) if peers else float("nan")
+        for r in rows:
+            rb = r.seconds / base if base == base and base > 0 else float("nan")
+            rp = (r.seconds / fastest if (not r.baseline and not r.peer and fastest == fastest)
+                  else float("nan"))
+            mib = f"{r.peak_mib:.0f}" if r.peak_mib is not None else ""
+            lines.append(f"| {w} | {r.library} | {r.seconds:.3f} | {_f(rb)} | {_f(rp)} | "
+                         f"{mib} | {r.note} |")
+    return "\n".join(lines)
+
+
+def _f(x: float) -> str:
+    return "" if x != x else f"{x:.2f}"
+
+
+def machine() -> str:
+    import psutil
+
+    import dask
+    import xarray
+    import zarr
+
+    versions = [f"xarray {xarray.__version__}", f"zarr {zarr.__version__}",
+                f"dask {dask.__version__}"]
+    for mod in ("ngff_zarr", "ngio"):
+        try:
+            versions.append(f"{mod} {__import__(mod).__version__}")
+        except ImportError:
+            pass
+    return (f"{platform.machine()}, {os.cpu_count()} cores, "
+            f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, Python "
+            f"{platform.python_version()}; " + ", ".join(versions))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run")
+    ap.add_argument("--quick", action="store_true", help="small plates, one minute")
+    ap.add_argument("--only", default=None, help="comma-separated workloads: P1,P1s,P2,P6")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-save", action="store_true", help="do not write docs/performance.md")
+    args = ap.parse_args(argv)
+    only = set(args.only.split(",")) if args.only else None
+    res = run(only, args.quick, max(1, args.repeat if not args.quick else 1))
+    text = table(res)
+    print(text)
+    if not args.no_save and not args.quick and only is None:
+        _save(text)
+    return 0
+
+
+def _save(text: str) -> None:
+    doc = DOC.read_text() if DOC.exists() else ""
+    start, end = "<!-- benchmark table: start -->", "<!-- benchmark table: end -->"
+    block = (f"{start}\nMeasured by `python -m benchmarks.run` on {machine()}, "
+             f"{time.strftime('%Y-%m-%d')}.\n\n{text}\n{end}")
+    if start in doc and end in doc:
+        doc = doc[:doc.index(start)] + block + doc[doc.index(end) + len(end):]
+    else:
+        doc = doc + "\n" + block + "\n"
+    DOC.write_text(doc)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

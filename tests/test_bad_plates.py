@@ -218,3 +218,58 @@ def test_errors_are_the_family(fresh_plate):
         _edit(p, "", breakage)
         with pytest.raises(HcsError):
             _open(p)
+
+
+# ------------------------------------------------------------------ validate=True (strict)
+
+
+def test_validate_accepts_good_plates(plate):
+    assert _open(plate, validate=True).hcs.field_paths
+
+
+@pytest.mark.parametrize(("node", "edit", "message"), [
+    ("", lambda o: o["plate"].update(field_count=1), "field_count is 1 but a well holds 2"),
+    ("", lambda o: o["plate"]["acquisitions"][0].update(maximumfieldcount=1),
+     "maximumfieldcount 1"),
+    ("F", lambda o: o["multiscales"][0]["axes"][3].update(unit="parsecs"),
+     "not a space unit"),
+    ("F", lambda o: o["multiscales"][0]["axes"][0].pop("type"), "has no type"),
+    ("F", lambda o: o["omero"]["channels"].pop(), "omero lists 1 channels but the image has 2"),
+    ("F", lambda o: o["multiscales"][0]["datasets"][1]["coordinateTransformations"][0]
+     .update(scale=[1.0, 1.0, 0.1, 0.1]), "finer scale"),
+])
+def test_validate_finds_what_tolerant_reading_allows(fresh_plate, version, node, edit, message):
+    p = fresh_plate(version)
+    col = "01" if version == "0.5" else "1"
+    node = {"": "", "F": f"A/{col}/0"}[node]
+    _edit(p, node, edit)
+    assert _open(p).hcs.field_paths  # tolerated by default
+    with pytest.raises(HcsMetadataError, match=message):
+        _open(p, validate=True)
+
+
+def test_validate_wants_versions_stated(fresh_plate, version):
+    p = fresh_plate(version)
+    col = "01" if version == "0.5" else "1"
+    if version == "0.5":
+        _edit(p, f"A/{col}", lambda o: o.pop("version"))
+    else:
+        _edit(p, f"A/{col}", lambda o: o["well"].pop("version"))
+    assert _open(p).hcs.field_paths
+    with pytest.raises(HcsMetadataError, match="version is not stated") as e:
+        _open(p, validate=True)
+    assert f"A/{col}" in str(e.value)
+
+
+def test_validate_label_dtype(fresh_plate):
+    p = fresh_plate("0.5")
+    import zarr
+
+    root = zarr.open_group(p, mode="r+")
+    lab = root["A/01/0/labels/nuclei/0"]
+    root.create_array("A/01/0/labels/nuclei/0", shape=lab.shape, dtype="float32",
+                      chunks=lab.chunks, overwrite=True, dimension_names=["z", "y", "x"])
+    root.create_array("A/01/0/labels/nuclei/1", shape=root["A/01/0/labels/nuclei/1"].shape,
+                      dtype="float32", overwrite=True, dimension_names=["z", "y", "x"])
+    with pytest.raises(HcsMetadataError, match="labels must be integers"):
+        _open(p, validate=True)

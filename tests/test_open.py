@@ -208,3 +208,120 @@ def test_guess_can_open(plate, tmp_path):
     assert not be.guess_can_open(str(tmp_path / "plain.zarr"))
     assert not be.guess_can_open("http://127.0.0.1:1/plate.zarr")
     assert xr.open_datatree(plate).hcs.wells  # engine guessed
+
+
+# ------------------------------------------------------------------ more formats and shapes
+
+
+def test_sharded_arrays_chunk_on_shards(fresh_plate):
+    p = fresh_plate("0.5", labels=False)
+    root = zarr.open_group(p, mode="r+")
+    data = root["A/01/0/0"][...]
+    arr = root.create_array("A/01/0/0", shape=data.shape, dtype=data.dtype, chunks=(1, 1, 4, 4),
+                            shards=(1, 1, 8, 16), dimension_names=["c", "z", "y", "x"],
+                            overwrite=True)
+    arr[...] = data
+    dt = xr.open_datatree(p, engine="ome-hcs", chunks={})
+    img = dt["A/01/0/0"]["image"]
+    assert img.chunks == ((1, 1), (1,), (8, 8), (16,))
+    np.testing.assert_array_equal(img.values, data)
+    assert xarray_hcs.open_plate(p)["A/01/0/0"]["image"].data.chunksize == (1, 1, 8, 16)
+
+
+def _to_v06(ms: dict) -> dict:
+    """A 0.5 multiscales entry rewritten with 0.6's coordinateSystems and sequences."""
+    datasets = []
+    for d in ms["datasets"]:
+        (scale,) = [t["scale"] for t in d["coordinateTransformations"]]
+        datasets.append({"path": d["path"], "coordinateTransformations": [{
+            "type": "sequence", "input": {"path": d["path"]}, "output": {"name": "physical"},
+            "transformations": [{"type": "scale", "scale": scale},
+                                {"type": "translation",
+                                 "translation": [0.0] * (len(scale) - 2) + [10.0, 20.0]}]}]})
+    return {"name": ms.get("name"), "coordinateSystems": [{"name": "physical",
+                                                           "axes": ms["axes"]}],
+            "datasets": datasets}
+
+
+def test_fields_in_ngff_06(fresh_plate):
+    import json
+
+    p = fresh_plate("0.5", rows=1, columns=2, labels=False)
+    for doc_path in p.rglob("zarr.json"):
+        doc = json.loads(doc_path.read_text())
+        ome = doc.get("attributes", {}).get("ome")
+        if ome is None:
+            continue
+        ome["version"] = "0.6rc0"
+        if "multiscales" in ome:
+            ome["multiscales"] = [_to_v06(m) for m in ome["multiscales"]]
+        doc_path.write_text(json.dumps(doc))
+    dt = xr.open_datatree(p, engine="ome-hcs")
+    assert dt.hcs.version == "0.6rc0"
+    ds = dt["A/01/0/1"].to_dataset()
+    assert float(ds.x[0]) == 20.0 and float(ds.y[0]) == 10.0
+    assert float(ds.x[1] - ds.x[0]) == pytest.approx(2 * TINY.pixel_size)
+    np.testing.assert_array_equal(ds["image"].values, zarr.open_group(p)["A/01/0/1"][...])
+
+
+def test_lazy_and_dask_arrays_pickle(plate):
+    import pickle
+
+    dt = xarray_hcs.open_plate(plate)
+    fp = dt.hcs.field_paths[3]
+    a = dt[f"{fp}/0"]["image"].data
+    b = pickle.loads(pickle.dumps(a))
+    np.testing.assert_array_equal(b.compute(), a.compute())
+    lazy = xr.open_datatree(plate, engine="ome-hcs")[f"{fp}/1"].to_dataset()
+    again = pickle.loads(pickle.dumps(lazy))
+    xr.testing.assert_identical(again.load(), lazy.load())
+
+
+def test_multiscale_level_transform_moves_coordinates(fresh_plate):
+    import json
+
+    p = fresh_plate("0.5", rows=1, columns=1, fields=1, labels=False)
+    doc_path = p / "A/01/0/zarr.json"
+    doc = json.loads(doc_path.read_text())
+    doc["attributes"]["ome"]["multiscales"][0]["coordinateTransformations"] = [
+        {"type": "scale", "scale": [1, 1, 1, 2]}, {"type": "translation",
+                                                    "translation": [0, 0, 0, 100]}]
+    doc_path.write_text(json.dumps(doc))
+    ds = xr.open_datatree(p, engine="ome-hcs")["A/01/0/0"].to_dataset()
+    np.testing.assert_allclose(ds.x.values[:3], 100 + 2 * TINY.pixel_size * np.arange(3))
+    np.testing.assert_allclose(ds.y.values[:3], TINY.pixel_size * np.arange(3))
+
+
+# ------------------------------------------------------------------ property: any layout
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.integers(1, 3), columns=st.integers(1, 3), fields=st.integers(1, 3),
+       levels=st.integers(1, 3), channels=st.integers(1, 3),
+       version=st.sampled_from(["0.4", "0.5"]), width=st.sampled_from([0, 2]))
+def test_any_layout_opens_as_written(tmp_path_factory, rows, columns, fields, levels,
+                                     channels, version, width):
+    import dataclasses
+
+    from xarray_hcs.sample import write_sample_plate
+
+    layout = dataclasses.replace(
+        TINY, rows=rows, columns=columns, fields=fields, levels=levels, labels=False,
+        channels=tuple(f"ch{i}" for i in range(channels)), version=version,
+        column_width=width, shape_zyx=(1, 8, 8))
+    p = write_sample_plate(tmp_path_factory.mktemp("layout") / "p.zarr", layout)
+    dt = xarray_hcs.open_plate(p)
+    assert dt.hcs.rows == layout.row_names and dt.hcs.columns == layout.column_names
+    assert len(dt.hcs.field_paths) == rows * columns * fields
+    root = zarr.open_group(p, mode="r")
+    for fp in dt.hcs.field_paths:
+        assert list(dt[fp].children) == [str(i) for i in range(levels)]
+        assert list(dt[fp].coords["c"].values) == list(layout.channels)
+        last = str(levels - 1)
+        np.testing.assert_array_equal(dt[f"{fp}/{last}"]["image"].values,
+                                      root[f"{fp}/{last}"][...])

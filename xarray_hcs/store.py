@@ -59,21 +59,22 @@ class ArrayInfo:
     dimension_names: tuple[str | None, ...] | None = None
 
 
-def _parse_array_doc(doc: Any, zarr_format: int, path: str) -> ArrayInfo:
+def _parse_array_doc(doc: Any, zarr_format: int, path: str, where: str) -> ArrayInfo:
+    """``path`` is the array's key in the store, ``where`` how messages name it."""
     if not isinstance(doc, dict):
-        raise HcsMetadataError("array metadata must be a JSON object", path)
+        raise HcsMetadataError("array metadata must be a JSON object", where)
     try:
         shape = tuple(int(s) for s in doc["shape"])
         if zarr_format == 3:
             if doc.get("node_type") != "array":
                 raise HcsMetadataError(f"expected an array, found a {doc.get('node_type')}",
-                                       path)
+                                       where)
             grid = doc["chunk_grid"]
             if grid.get("name") != "regular":
-                raise HcsMetadataError(f"unsupported chunk grid {grid.get('name')!r}", path)
+                raise HcsMetadataError(f"unsupported chunk grid {grid.get('name')!r}", where)
             # the outer grid: with sharding these are the shards, the unit of I/O we want
             chunks = tuple(int(c) for c in grid["configuration"]["chunk_shape"])
-            dtype = _v3_dtype(doc["data_type"], path)
+            dtype = _v3_dtype(doc["data_type"], where)
             dim_names = doc.get("dimension_names")
             dims = tuple(dim_names) if isinstance(dim_names, list) else None
         else:
@@ -85,9 +86,10 @@ def _parse_array_doc(doc: Any, zarr_format: int, path: str) -> ArrayInfo:
         raise
     except (KeyError, TypeError, ValueError) as e:
         raise HcsMetadataError(f"malformed zarr v{zarr_format} array metadata ({e!r})",
-                               path) from None
+                               where) from None
     if len(chunks) != len(shape):
-        raise HcsMetadataError(f"chunk shape {chunks} does not match array shape {shape}", path)
+        raise HcsMetadataError(f"chunk shape {chunks} does not match array shape {shape}",
+                               where)
     return ArrayInfo(path, shape, dtype, chunks, zarr_format, doc, dims)
 
 
@@ -152,6 +154,10 @@ class PlateStore:
 
         self._local_root = str(store.root) if isinstance(store, LocalStore) else None
 
+    def where(self, path: str) -> str:
+        """A path inside the plate as users should see it in messages: store + path."""
+        return f"{self.source.rstrip('/')}/{path}" if path else self.source
+
     @property
     def reads_inline(self) -> bool:
         """True if reads complete without waiting (local files): no point overlapping them."""
@@ -193,7 +199,8 @@ class PlateStore:
         try:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
-            raise HcsMetadataError(f"is not valid JSON ({e})", key) from None
+            rel = key[len(self.root) + 1:] if self.root else key
+            raise HcsMetadataError(f"is not valid JSON ({e})", self.where(rel)) from None
 
     def _consolidated_doc(self, path: str, kind: str) -> tuple[bool, Any]:
         """(known?, doc) without a read: from the probe or consolidated metadata."""
@@ -219,9 +226,10 @@ class PlateStore:
             if doc is None:
                 return None
             if not isinstance(doc, dict):
-                raise HcsMetadataError("zarr.json must be a JSON object", full)
+                raise HcsMetadataError("zarr.json must be a JSON object", self.where(path))
             if doc.get("node_type") != "group":
-                raise HcsMetadataError(f"expected a group, found a {doc.get('node_type')}", full)
+                raise HcsMetadataError(f"expected a group, found a {doc.get('node_type')}",
+                                       self.where(path))
             attrs = doc.get("attributes", {})
         else:
             found, attrs = self._consolidated_doc(path, ".zattrs")
@@ -230,7 +238,7 @@ class PlateStore:
             if attrs is None:
                 return None
         if not isinstance(attrs, dict):
-            raise HcsMetadataError("group attributes must be a JSON object", full)
+            raise HcsMetadataError("group attributes must be a JSON object", self.where(path))
         return attrs
 
     async def array_info(self, path: str) -> ArrayInfo | None:
@@ -252,9 +260,9 @@ class PlateStore:
             if doc is None:
                 return None
             if not isinstance(doc, dict):
-                raise HcsMetadataError(".zarray must be a JSON object", full)
+                raise HcsMetadataError(".zarray must be a JSON object", self.where(path))
             doc = {**doc, "attributes": attrs if isinstance(attrs, dict) else {}}
-        return _parse_array_doc(doc, self.zarr_format, full)
+        return _parse_array_doc(doc, self.zarr_format, full, self.where(path))
 
     def zarr_array(self, info: ArrayInfo) -> zarr.Array:
         """A zarr Array built from ``info`` without another metadata read."""

@@ -40,7 +40,7 @@ from .errors import (
     HcsNotFoundError,
     HcsSelectionError,
 )
-from .ngff import Multiscale, Omero, Plate, ScaleLevel, Well
+from .ngff import Multiscale, Omero, Plate, ScaleLevel, Well, validate
 from .store import ArrayInfo, PlateStore, join_path
 
 __all__ = ["OpenOptions", "PlateRecord", "read_plate", "build_nodes", "select_wells",
@@ -225,19 +225,25 @@ class _Walker:
         self._ms_cache: dict[str, Multiscale] = {}
 
     def _missing(self, what: str, path: str) -> None:
-        full = join_path(self.ps.root, path)
+        full = self.ps.where(path)
         msg = f"{what} is listed in the metadata but absent from the store"
         if self.opts.on_missing == "raise":
             raise HcsNotFoundError(msg + " (pass on_missing='warn' to skip it)", full)
         warnings.warn(f"{full!r}: {msg}; skipped", HcsMissingWarning, stacklevel=6)
 
+    def _strict_version(self, attrs: dict[str, Any], key: str, path: str) -> None:
+        if self.opts.validate and not validate.version_stated(attrs, self.ps.zarr_format, key):
+            raise HcsMetadataError("does not validate: the OME-NGFF version is not stated "
+                                   f"(where the spec puts it for {key!r})",
+                                   self.ps.where(path))
+
     def _decode(self, attrs: dict[str, Any], path: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        return ngff.decode_attrs(attrs, self.ps.zarr_format, join_path(self.ps.root, path),
+        return ngff.decode_attrs(attrs, self.ps.zarr_format, self.ps.where(path),
                                  default_version=self.version)
 
     def _multiscale(self, ome: dict[str, Any], path: str) -> Multiscale:
         ms_list = ome.get("multiscales")
-        full = join_path(self.ps.root, path)
+        full = self.ps.where(path)
         if not isinstance(ms_list, list) or not ms_list:
             raise HcsMetadataError("image has no multiscales metadata", full)
         raw = ms_list[0]
@@ -266,6 +272,7 @@ class _Walker:
                     else "not an OME-Zarr plate (no 'plate' metadata)")
             raise HcsNotAPlateError(f"is {what}", ps.source)
         self.version = ome["version"]
+        self._strict_version(attrs, "plate", "")
         plate = Plate.from_dict(ome["plate"], ps.source)
         acq = resolve_acquisition(plate, self.opts.acquisition, ps.source)
         wells = select_wells(plate, self.opts.wells, ps.source)
@@ -283,6 +290,8 @@ class _Walker:
             counts = [len(w.fields) for w in kept]
             if plate.field_count is not None:
                 sel_plate = replace(sel_plate, field_count=max(counts, default=0))
+        if self.opts.validate:
+            validate.check_plate(sel_plate, [(w.path, w.well) for w in kept], ps.source)
         rows = {r: (ngff.decode_attrs(a, ps.zarr_format, r)[1] if a else {})
                 for r, a in zip(row_names, row_attrs, strict=True) if r in
                 {w.path.split("/")[0] for w in kept}}
@@ -294,10 +303,13 @@ class _Walker:
             self._missing(f"well {path!r}", path)
             return None
         ome, other = self._decode(attrs, path)
-        full = join_path(self.ps.root, path)
+        full = self.ps.where(path)
         if "well" not in ome:
             raise HcsMetadataError("is listed as a well but has no 'well' metadata", full)
         well = Well.from_dict(ome["well"], full, plate.acquisition_ids or None)
+        if self.opts.validate:
+            self._strict_version(attrs, "well", path)
+            validate.check_well(well, plate, full)
         images = select_images(well, acq, self.opts.fields)
         recs = await self._all(*(self.image(join_path(path, im.path), im.acquisition)
                                  for im in images))
@@ -316,7 +328,7 @@ class _Walker:
         ome, other = self._decode(attrs, path)
         ms = self._multiscale(ome, path)
         levels = select_levels(ms, self.opts.levels if not label else None,
-                               join_path(self.ps.root, path))
+                               self.ps.where(path))
         want_labels = not label and self.opts.labels is not False
         infos, labels_group = await self._all(
             self._all(*(self.ps.array_info(join_path(path, lv.path)) for lv in levels)),
@@ -328,7 +340,13 @@ class _Walker:
                               join_path(path, lv.path))
                 return None
             recs.append(LevelRecord(lv, info))
-        _check_levels(ms, recs, join_path(self.ps.root, path))
+        _check_levels(ms, recs, self.ps.where(path))
+        if self.opts.validate:
+            self._strict_version(attrs, "multiscales", path)
+            om = ome.get("omero")
+            validate.check_image(ms, Omero.from_dict(om, path) if om is not None else None,
+                                 [r.info.shape for r in recs], [r.info.dtype for r in recs],
+                                 self.ps.where(path), label=label)
         rec = ImageRecord(path, ome, other, ms, recs, acquisition)
         if labels_group is not None:
             rec.labels_group = labels_group[0]
@@ -349,8 +367,9 @@ class _Walker:
         names: tuple[str, ...] = ()
         if attrs is not None:
             group = self._decode(attrs, lpath)
+            self._strict_version(attrs, "labels", lpath)
             names = ngff.parse_labels_list(group[0].get("labels", []),
-                                           join_path(self.ps.root, lpath))
+                                           self.ps.where(lpath))
         if not names and "labels" in ome:
             # iohub lists labels in the image group's own attributes, as
             # {"labels": {"labels": [...]}}, and leaves the labels group's attrs empty
@@ -358,7 +377,7 @@ class _Walker:
             if isinstance(listed, dict):
                 listed = listed.get("labels", [])
             names = tuple(n.removeprefix("labels/") for n in ngff.parse_labels_list(
-                listed, join_path(self.ps.root, path)))
+                listed, self.ps.where(path)))
         if group is None and not names:
             return None
         return group, list(names)
@@ -515,7 +534,7 @@ class _Builder:
                     extra_attrs: dict[str, Any] | None = None) -> None:
         """The image (field or label) node and its level nodes."""
         ms = rec.multiscale
-        full = join_path(self.ps.root, rec.path)
+        full = self.ps.where(rec.path)
         axes = ms.axes
         first = rec.levels[0].info.shape if rec.levels else None
         node = NodeSpec(attrs={"ome": rec.ome, **rec.other, **(extra_attrs or {})})

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import HcsMetadataError, HcsVersionError
-from . import v04, v05, v06
+from . import v04, v05, v06, validate
 from .models import (
     Acquisition,
     Axis,
@@ -29,7 +29,7 @@ from .models import (
 __all__ = [
     "Acquisition", "Axis", "ImageLabel", "Multiscale", "Omero", "Plate", "PlateWell",
     "ScaleLevel", "Well", "WellImage", "check_name", "check_relative_path", "parse_labels_list",
-    "decode_attrs", "encode_attrs", "READ_VERSIONS", "WRITE_VERSIONS",
+    "decode_attrs", "encode_attrs", "READ_VERSIONS", "WRITE_VERSIONS", "validate",
 ]
 
 #: versions we read, per zarr format

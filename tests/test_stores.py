@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import shutil
 import threading
+import time
 import zipfile
 from collections import Counter
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +22,7 @@ import zarr
 from zarr.storage import LocalStore, WrapperStore
 
 import xarray_hcs
-from xarray_hcs.errors import HcsNotAPlateError, HcsNotFoundError
+from xarray_hcs.errors import HcsNotAPlateError, HcsNotFoundError, HcsReadError
 
 
 class CountingStore(WrapperStore):
@@ -91,6 +92,11 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         pass
 
     def send_head(self):
+        if "/error500/" in self.path:
+            self.send_error(500, "broken on purpose")
+            return None
+        if "/slow/" in self.path:
+            time.sleep(2)
         rng = self.headers.get("Range")
         path = Path(self.translate_path(self.path))
         if not rng or not path.is_file():
@@ -124,7 +130,11 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 def http_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("http")
     handler = functools.partial(_QuietHandler, directory=str(root))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request, client_address):  # clients that time out hang up
+            pass
+
+    server = Server(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield root, f"http://127.0.0.1:{server.server_address[1]}"
@@ -147,6 +157,37 @@ def test_http_missing_plate(http_root):
     _, url = http_root
     with pytest.raises(HcsNotAPlateError, match="holds no zarr group"):
         xr.open_datatree(f"{url}/nothing-here.zarr", engine="ome-hcs")
+
+
+def test_http_server_errors_are_hcs_errors(plate, http_root):
+    root, url = http_root
+    with pytest.raises(HcsReadError, match="cannot be read") as e:
+        xarray_hcs.open_plate(f"{url}/error500/plate.zarr")
+    assert "error500/plate.zarr" in str(e.value)
+
+
+def test_http_timeout_is_an_error_not_a_hang(plate, http_root):
+    import aiohttp
+
+    root, url = http_root
+    (root / "slow").mkdir(exist_ok=True)
+    shutil.copytree(plate, root / "slow" / plate.parent.name, dirs_exist_ok=True)
+    t = time.perf_counter()
+    with pytest.raises(HcsReadError, match="timed out"):
+        xarray_hcs.open_plate(f"{url}/slow/{plate.parent.name}", storage_options={
+            "client_kwargs": {"timeout": aiohttp.ClientTimeout(total=0.5)}})
+    assert time.perf_counter() - t < 10
+
+
+def test_unreadable_local_document(fresh_plate):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root reads every file")
+    p = fresh_plate("0.5")
+    (p / "A" / "01" / "zarr.json").chmod(0)
+    with pytest.raises(HcsReadError, match="permission denied"):
+        xarray_hcs.open_plate(p)
 
 
 def test_http_ozx(plate, http_root, tmp_path):

@@ -16,6 +16,7 @@ __all__ = [
     "HcsPathError",
     "HcsSelectionError",
     "HcsNotAPlateError",
+    "HcsReadError",
     "HcsWarning",
     "HcsMissingWarning",
 ]
@@ -55,6 +56,10 @@ class HcsVersionError(HcsMetadataError):
 
 class HcsNotFoundError(HcsError, FileNotFoundError):
     """A node (well, field, level, label, table) the metadata lists is absent from the store."""
+
+
+class HcsReadError(HcsError, OSError):
+    """The store could not be read: a network error, a timeout, a refused permission."""
 
 
 class HcsPathError(HcsMetadataError):

@@ -22,9 +22,15 @@ from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from .errors import HcsError, HcsMetadataError, HcsNotAPlateError, HcsNotFoundError
+from .errors import (
+    HcsError,
+    HcsMetadataError,
+    HcsNotAPlateError,
+    HcsNotFoundError,
+    HcsReadError,
+)
 
-__all__ = ["ArrayInfo", "PlateStore", "open_store", "run_sync", "join_path"]
+__all__ = ["ArrayInfo", "PlateStore", "open_store", "run_sync", "join_path", "read_error"]
 
 T = TypeVar("T")
 
@@ -183,6 +189,9 @@ class PlateStore:
                     return f.read()
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 return None
+            except OSError as e:
+                rel = key[len(self.root) + 1:] if self.root else key
+                raise read_error(e, self.where(rel)) from e
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(MAX_CONCURRENT_READS)
         async with self._semaphore:
@@ -190,6 +199,9 @@ class PlateStore:
                 buf = await self.store.get(key, prototype=default_buffer_prototype())
             except FileNotFoundError:
                 return None
+            except Exception as e:  # network stacks raise their own types: name the key
+                rel = key[len(self.root) + 1:] if self.root else key
+                raise read_error(e, self.where(rel)) from e
         return None if buf is None else buf.to_bytes()
 
     async def _get_json(self, key: str) -> Any | None:
@@ -278,6 +290,16 @@ class PlateStore:
 def _is_url(s: str) -> bool:
     head = s.split("::")[0]
     return "://" in head and not head.startswith("file://")
+
+
+def read_error(e: BaseException, where: str) -> HcsError:
+    """The HcsError for a failed store read (timeouts, HTTP errors, permissions...)."""
+    if isinstance(e, TimeoutError):
+        return HcsReadError("timed out while reading the store (set a longer timeout in "
+                            "storage_options, e.g. client_kwargs for HTTP)", where)
+    if isinstance(e, PermissionError):
+        return HcsReadError(f"permission denied ({e})", where)
+    return HcsReadError(f"cannot be read ({type(e).__name__}: {e})", where)
 
 
 async def _probe(store: Store, root: str) -> dict[str, Any | None]:
@@ -392,8 +414,8 @@ def open_store(obj: Any, storage_options: dict[str, Any] | None = None,
         probe = run_sync(_probe(store, root))
     except HcsError:
         raise
-    except OSError as e:
-        raise HcsNotFoundError(f"cannot be read ({e})", source) from None
+    except Exception as e:
+        raise read_error(e, source) from e
     if probe["zarr.json"] is not None:
         zarr_format = 3
         if not isinstance(probe["zarr.json"], dict):

@@ -436,14 +436,14 @@ def gc_paused() -> Iterator[None]:
 
 def read_plate(ps: PlateStore, opts: OpenOptions) -> PlateRecord:
     """Walk the plate's metadata (concurrently) and return what the selection asks for."""
-    from .store import run_sync
+    from .store import read_error, run_sync
 
     try:
         return run_sync(_Walker(ps, opts).plate())
     except HcsError:
         raise
-    except OSError as e:
-        raise HcsNotFoundError(f"cannot be read ({e})", ps.source) from e
+    except OSError as e:  # local reads: permissions, I/O errors
+        raise read_error(e, ps.source) from e
 
 
 # ----------------------------------------------------------------------------- building

@@ -84,6 +84,38 @@ class HcsAccessor:
                        if im["path"] in node.children)  # type: ignore[union-attr]
         return out
 
+    # -- plate-wide arrays -------------------------------------------------------------------
+
+    def stack(self, level: int | str = 0, variable: str = "image") -> xr.DataArray:
+        """Every field of one level as one lazy array ``(well, field, <image dims>)``.
+
+        Parameters
+        ----------
+        level
+            Level index (``0`` finest, ``-1`` coarsest) or level path.
+        variable
+            ``"image"``.
+
+        Returns
+        -------
+        xarray.DataArray
+            Coordinates ``well`` (``"B/03"``), ``row``, ``column`` on ``well``; ``field``
+            (position in the well), ``field_path``, ``acquisition`` and ``present`` on
+            ``(well, field)`` (wells with fewer fields are filled with the fill value where
+            ``present`` is False); the image's physical coordinates, shared when all fields
+            sit on one grid, else relative with ``<dim>_origin`` per field; channel labels.
+            Nothing is read: it is lazy, and ``.chunk()`` gives one dask layer.
+
+        Raises
+        ------
+        HcsMetadataError
+            Fields differ in shape or dtype at this level (the message lists them).
+        """
+        from .stack import stack_tree
+
+        ds = stack_tree(self._tree, self.field_paths, self.wells, level, variable)
+        return ds[variable]
+
     # -- summaries --------------------------------------------------------------------------
 
     def summary(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import threading
 from functools import lru_cache
 from typing import Any
@@ -19,6 +20,7 @@ import zarr
 from xarray.backends import BackendArray
 from xarray.core import indexing
 
+from ._chunks import ChunkReader
 from .store import ArrayInfo, PlateStore
 
 __all__ = ["ZarrLevelArray", "dask_array"]
@@ -27,7 +29,7 @@ __all__ = ["ZarrLevelArray", "dask_array"]
 class ZarrLevelArray(BackendArray):
     """One level (or label level) array of a plate, read through zarr on demand."""
 
-    __slots__ = ("_array", "_lock", "info", "plate_store", "shape", "dtype")
+    __slots__ = ("_array", "_lock", "_reader", "info", "plate_store", "shape", "dtype")
 
     def __init__(self, plate_store: PlateStore, info: ArrayInfo) -> None:
         self.plate_store = plate_store
@@ -35,6 +37,7 @@ class ZarrLevelArray(BackendArray):
         self.shape = info.shape
         self.dtype = info.dtype
         self._array: zarr.Array | None = None
+        self._reader: ChunkReader | None | bool = False  # False: not looked at yet
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -59,7 +62,24 @@ class ZarrLevelArray(BackendArray):
         return indexing.explicit_indexing_adapter(
             key, self.shape, indexing.IndexingSupport.OUTER, self._getitem)
 
+    @property
+    def reader(self) -> ChunkReader | None:
+        """The direct chunk reader, for local arrays whose codecs it knows; else None."""
+        if self._reader is False:
+            root = self.plate_store.local_root
+            self._reader = None if root is None else ChunkReader.for_array(
+                os.path.join(root, self.info.path), self.info.doc, self.info.zarr_format)
+        return self._reader  # type: ignore[return-value]
+
+    def read_inline(self, key: tuple[Any, ...]) -> np.ndarray | None:
+        """``key`` read in this thread without zarr's event loop, or None if that cannot be."""
+        reader = self.reader
+        return None if reader is None else reader.read(key)
+
     def _getitem(self, key: tuple[Any, ...]) -> np.ndarray:
+        out = self.read_inline(key)
+        if out is not None:
+            return out
         arr = self.array
         if any(not isinstance(k, slice | int | np.integer) for k in key):
             return np.asarray(arr.oindex[key])
@@ -83,7 +103,8 @@ class _DaskSource:
         self.ndim = len(backend.shape)
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        return np.asarray(self.backend.array[key])
+        out = self.backend.read_inline(key)
+        return out if out is not None else np.asarray(self.backend.array[key])
 
 
 def _read_chunk(source: _DaskSource, key: tuple[slice, ...]) -> np.ndarray:

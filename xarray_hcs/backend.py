@@ -22,7 +22,7 @@ from .tree import OpenOptions
 
 __all__ = ["OmeHcsBackendEntrypoint"]
 
-_PARAMS = ("acquisition", "wells", "fields", "levels", "labels", "storage_options",
+_PARAMS = ("level", "acquisition", "wells", "fields", "levels", "labels", "storage_options",
            "consolidated", "validate", "on_missing", "group", "drop_variables")
 
 
@@ -106,19 +106,29 @@ class OmeHcsBackendEntrypoint(BackendEntrypoint):
         return groups
 
     def open_dataset(self, filename_or_obj: Any, *, group: str | None = None,
-                     acquisition: Any = None, wells: Any = None, fields: Any = None,
+                     level: int | str | None = None, acquisition: Any = None, wells: Any = None, fields: Any = None,
                      levels: Any = None, labels: Any = True,
                      storage_options: dict[str, Any] | None = None,
                      consolidated: bool | None = None, validate: bool = False,
                      on_missing: str = "raise",
                      drop_variables: str | Iterable[str] | None = None,
                      **kwargs: Any) -> xr.Dataset:
-        """One node of the plate as a Dataset: ``group="B/03/0/0"`` (a level) and so on."""
+        """The plate stacked at one level, ``(well, field, <image dims>)``, or one node.
+
+        ``level=0`` (the default when no ``group`` is given) stacks every selected field of
+        that level into one lazy variable (see ``DataTree.hcs.stack``); ``group="B/03/0/0"``
+        returns that node's Dataset instead.
+        """
         if group in (None, "", "/"):
-            raise HcsSelectionError(
-                "open_dataset needs group= naming one node of the plate, e.g. "
-                "group='B/03/0/0' for level 0 of field 0 of well B/03; use "
-                "xr.open_datatree(..., engine='ome-hcs') for the whole plate")
+            from .stack import stack_tree
+
+            lv = 0 if level is None else level
+            opts = _options(acquisition, wells, fields, [lv], False, validate, on_missing)
+            tree = plate_tree(filename_or_obj, opts, storage_options, consolidated)
+            ds = stack_tree(tree, tree.hcs.field_paths, tree.hcs.wells, lv)
+            ds.attrs["ome"] = tree.attrs["ome"]
+            ds.set_close(tree.close)
+            return ds
         path = group.strip("/")
         parts = path.split("/")
         opts = _options(acquisition, wells if wells is not None or len(parts) < 2 else

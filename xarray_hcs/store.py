@@ -165,6 +165,11 @@ class PlateStore:
         return f"{self.source.rstrip('/')}/{path}" if path else self.source
 
     @property
+    def local_root(self) -> str | None:
+        """The directory of a local store (chunks can be read as files), else None."""
+        return self._local_root
+
+    @property
     def reads_inline(self) -> bool:
         """True if reads complete without waiting (local files): no point overlapping them."""
         return self._local_root is not None

@@ -1,0 +1,105 @@
+"""The stacked view: all fields of one level as one (well, field, ...) array."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from conftest import TINY
+from xarray_hcs.errors import HcsMetadataError, HcsMissingWarning
+from xarray_hcs.sample import well_intensity
+
+
+def test_open_dataset_stacks_a_level(plate):
+    ds = xr.open_dataset(plate, engine="ome-hcs", level=0)
+    img = ds["image"]
+    assert img.dims == ("well", "field", "c", "z", "y", "x")
+    assert img.shape == (6, 2, 2, 1, 16, 16)
+    assert list(ds.row.values) == ["A"] * 3 + ["B"] * 3
+    assert list(ds.c.values) == ["DAPI", "GFP"]
+    assert ds.present.values.all() and (ds.acquisition.values == 0).all()
+    root = zarr.open_group(plate, mode="r")
+    for i, w in enumerate(ds.well.values):
+        for j in range(2):
+            np.testing.assert_array_equal(img[i, j].values, root[f"{w}/{j}/0"][...])
+    np.testing.assert_allclose(ds.x.values, np.arange(16) * TINY.pixel_size)
+    # per-well values where the sample plate puts them
+    assert int(img.sel(well=ds.well.values[4], c="GFP").min()) == well_intensity(1, 1, 1)
+
+
+def test_accessor_stack_equals_open_dataset(plate):
+    dt = xr.open_datatree(plate, engine="ome-hcs")
+    a = dt.hcs.stack(level=-1)
+    b = xr.open_dataset(plate, engine="ome-hcs", level=-1)["image"]
+    xr.testing.assert_identical(a.load(), b.load())
+    assert a.shape[-2:] == (8, 8)
+
+
+def test_chunked_stack_is_one_layer(plate):
+    ds = xr.open_dataset(plate, engine="ome-hcs", level=0, chunks={})
+    data = ds["image"].data
+    # the source array and one getter layer, however many fields (not one layer per field)
+    assert len(data.dask.layers) <= 2
+    assert data.chunksize == (1, 2, 1, 1, 16, 16)  # all fields of a well per block
+    means = ds["image"].mean(["z", "y", "x"]).compute()
+    root = zarr.open_group(plate, mode="r")
+    w = str(ds.well.values[2])
+    np.testing.assert_allclose(means.sel(well=w).isel(field=1).values,
+                               root[f"{w}/1/0"][...].mean(axis=(1, 2, 3)))
+    again = pickle.loads(pickle.dumps(ds["image"]))
+    np.testing.assert_array_equal(again.values, ds["image"].values)
+
+
+def test_ragged_wells_are_filled(fresh_plate):
+    p = fresh_plate("0.5")
+    shutil.rmtree(p / "A/02/1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", HcsMissingWarning)
+        ds = xr.open_dataset(p, engine="ome-hcs", level=0, on_missing="warn")
+    assert not bool(ds.present.sel(well="A/02", field=1))
+    assert ds.field_path.sel(well="A/02", field=1).item() == ""
+    assert int(ds["image"].sel(well="A/02", field=1).max()) == 0
+    assert int(ds["image"].sel(well="A/02", field=0).min()) > 0
+
+
+def test_mismatched_fields_are_listed(fresh_plate):
+    p = fresh_plate("0.5", labels=False)
+    root = zarr.open_group(p, mode="r+")
+    root.create_array("B/02/1/0", shape=(2, 1, 12, 16), dtype="uint16", overwrite=True,
+                      dimension_names=["c", "z", "y", "x"])
+    with pytest.raises(HcsMetadataError, match=r"outliers: B/02/1 \(2, 1, 12, 16\) uint16"):
+        xr.open_dataset(p, engine="ome-hcs", level=0)
+    ds = xr.open_dataset(p, engine="ome-hcs", level=0, wells=["A1", "A2"])  # select around
+    assert ds.sizes["well"] == 2
+
+
+def test_fields_at_different_positions(fresh_plate):
+    p = fresh_plate("0.5", rows=1, columns=1, labels=False)
+    doc_path = p / "A/01/1/zarr.json"
+    doc = json.loads(doc_path.read_text())
+    for d in doc["attributes"]["ome"]["multiscales"][0]["datasets"]:
+        d["coordinateTransformations"].append({"type": "translation",
+                                               "translation": [0, 0, 50.0, 100.0]})
+    doc_path.write_text(json.dumps(doc))
+    ds = xr.open_dataset(p, engine="ome-hcs", level=0)
+    assert ds.x.values[0] == 0.0
+    np.testing.assert_allclose(ds.x_origin.values, [[0.0, 100.0]])
+    np.testing.assert_allclose(ds.y_origin.values, [[0.0, 50.0]])
+
+
+def test_edited_trees_stack_through_xarray(plate):
+    dt = xr.open_datatree(plate, engine="ome-hcs", levels=[1], labels=False)
+    fp = dt.hcs.field_paths[0]
+    dt[f"{fp}/1"] = dt[f"{fp}/1"].to_dataset().assign(image=lambda d: d.image * 0 + 7)
+    st = dt.hcs.stack(level=1)
+    assert int(st.isel(well=0, field=0).max()) == 7
+    assert st.shape[:2] == (6, 2)
+    np.testing.assert_array_equal(st.isel(well=1, field=1).values,
+                                  dt[dt.hcs.field_paths[3] + "/1"]["image"].values)

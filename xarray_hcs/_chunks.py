@@ -1,0 +1,166 @@
+"""A direct chunk reader for local arrays with common codecs: parallel reads without zarr's loop.
+
+zarr-python 3 routes every read through one event-loop thread; on a multi-core machine that
+thread, not the disk or the decompressor, limits a plate-wide read (measured: two dask threads
+reading 384 fields gained nothing over one). For the overwhelmingly common case, a local file
+per chunk encoded with ``bytes`` + zstd / blosc / gzip / zlib / lz4 (or nothing), unsharded, C
+order, this module reads and decodes the chunk in the calling thread, where numcodecs releases
+the GIL, so dask's threads really run in parallel. Anything else, or any surprise (a missing
+chunk, an unknown codec), returns None and the caller falls back to zarr.
+
+``tests/test_chunks.py`` checks it against zarr itself over many shapes, dtypes and codecs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ChunkReader"]
+
+_V3_COMPRESSORS = {"zstd", "blosc", "gzip"}
+_V2_COMPRESSORS = {"zstd", "blosc", "gzip", "zlib", "lz4", "bz2", "lzma"}
+
+
+def _codec(config: dict[str, Any]) -> Any | None:
+    import numcodecs
+
+    try:
+        return numcodecs.get_codec(dict(config))
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+class ChunkReader:
+    """Reads basic selections of one array straight from its chunk files."""
+
+    __slots__ = ("root", "shape", "chunks", "dtype", "decoders", "prefix", "sep", "v2")
+
+    def __init__(self, root: str, shape: tuple[int, ...], chunks: tuple[int, ...],
+                 dtype: np.dtype, decoders: list[Any], prefix: str, sep: str, v2: bool) -> None:
+        self.root = root
+        self.shape = shape
+        self.chunks = chunks
+        self.dtype = dtype
+        self.decoders = decoders
+        self.prefix = prefix
+        self.sep = sep
+        self.v2 = v2
+
+    @classmethod
+    def for_array(cls, directory: str, doc: dict[str, Any], zarr_format: int
+                  ) -> ChunkReader | None:
+        """A reader for the array whose metadata is ``doc`` in ``directory``, if supported."""
+        try:
+            if zarr_format == 3:
+                return cls._v3(directory, doc)
+            return cls._v2(directory, doc)
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    @classmethod
+    def _v3(cls, directory: str, doc: dict[str, Any]) -> ChunkReader | None:
+        if doc.get("storage_transformers") or not isinstance(doc.get("data_type"), str):
+            return None
+        dtype = np.dtype(doc["data_type"])
+        endian = "<"
+        decoders = []
+        for c in doc["codecs"]:
+            name, conf = c["name"], c.get("configuration", {})
+            if name == "bytes":
+                endian = {"little": "<", "big": ">"}.get(conf.get("endian", "little"), "<")
+            elif name in _V3_COMPRESSORS:
+                cfg = {"id": name, **conf}
+                if name == "blosc":
+                    cfg = {"id": "blosc"}  # decoding needs no parameters
+                elif name == "zstd":
+                    cfg = {"id": "zstd", "level": conf.get("level", 0),
+                           "checksum": conf.get("checksum", False)}
+                codec = _codec(cfg)
+                if codec is None:
+                    return None
+                decoders.append(codec)
+            else:  # transpose, sharding, crc32c, ...: leave them to zarr
+                return None
+        if dtype.itemsize > 1:
+            dtype = dtype.newbyteorder(endian)
+        kenc = doc.get("chunk_key_encoding", {"name": "default"})
+        sep = kenc.get("configuration", {}).get("separator", "/" if kenc.get("name") ==
+                                                 "default" else ".")
+        prefix = "c" + sep if kenc.get("name", "default") == "default" else ""
+        chunks = tuple(doc["chunk_grid"]["configuration"]["chunk_shape"])
+        return cls(directory, tuple(doc["shape"]), chunks, dtype, decoders[::-1], prefix, sep,
+                   False)
+
+    @classmethod
+    def _v2(cls, directory: str, doc: dict[str, Any]) -> ChunkReader | None:
+        if doc.get("filters") or doc.get("order", "C") != "C":
+            return None
+        if not isinstance(doc.get("dtype"), str):
+            return None
+        dtype = np.dtype(doc["dtype"])
+        if dtype.hasobject:
+            return None
+        decoders = []
+        comp = doc.get("compressor")
+        if comp is not None:
+            if comp.get("id") not in _V2_COMPRESSORS:
+                return None
+            codec = _codec(comp)
+            if codec is None:
+                return None
+            decoders.append(codec)
+        sep = doc.get("dimension_separator") or "."
+        return cls(directory, tuple(doc["shape"]), tuple(doc["chunks"]), dtype, decoders, "",
+                   sep, True)
+
+    def _chunk(self, idx: tuple[int, ...]) -> np.ndarray | None:
+        name = self.sep.join(map(str, idx)) if idx else "0"
+        path = os.path.join(self.root, self.prefix + name if not self.v2 else name)
+        try:
+            with open(path, "rb") as f:
+                raw: Any = f.read()
+        except FileNotFoundError:
+            return None
+        for d in self.decoders:
+            raw = d.decode(raw)
+        return np.frombuffer(raw, dtype=self.dtype).reshape(self.chunks)
+
+    def read(self, key: tuple[Any, ...]) -> np.ndarray | None:
+        """The selection ``key`` (ints and step-1 slices), or None to let zarr do it."""
+        if len(key) != len(self.shape):
+            return None
+        starts, stops, squeeze = [], [], []
+        for k, n in zip(key, self.shape, strict=True):
+            if isinstance(k, slice):
+                a, b, step = k.indices(n)
+                if step != 1:
+                    return None
+                starts.append(a)
+                stops.append(max(a, b))
+                squeeze.append(False)
+            elif isinstance(k, int | np.integer):
+                i = int(k) + (n if k < 0 else 0)
+                starts.append(i)
+                stops.append(i + 1)
+                squeeze.append(True)
+            else:
+                return None
+        out = np.empty([b - a for a, b in zip(starts, stops, strict=True)],
+                       dtype=self.dtype.newbyteorder("="))
+        ranges = [range(a // c, (b - 1) // c + 1) if b > a else range(0)
+                  for a, b, c in zip(starts, stops, self.chunks, strict=True)]
+        for idx in itertools.product(*ranges):
+            chunk = self._chunk(idx)
+            if chunk is None:
+                return None  # absent chunk: zarr knows the fill value's encoding
+            src, dst = [], []
+            for i, a, b, c in zip(idx, starts, stops, self.chunks, strict=True):
+                lo, hi = max(a, i * c), min(b, (i + 1) * c)
+                src.append(slice(lo - i * c, hi - i * c))
+                dst.append(slice(lo - a, hi - a))
+            out[tuple(dst)] = chunk[tuple(src)]
+        return out[tuple(0 if s else slice(None) for s in squeeze)]

@@ -182,8 +182,10 @@ def test_open_dataset_one_node(plate):
     ds = xr.open_dataset(plate, engine="ome-hcs", group=f"B/{cols[1]}/0/1")
     assert ds["image"].shape == (2, 1, 8, 8)
     assert list(ds.c.values) == ["DAPI", "GFP"]
-    with pytest.raises(HcsSelectionError, match="needs group="):
-        xr.open_dataset(plate, engine="ome-hcs")
+    stacked = xr.open_dataset(plate, engine="ome-hcs")  # no group: the stacked plate
+    assert stacked["image"].dims[:2] == ("well", "field")
+    with pytest.raises(HcsSelectionError, match="no such node"):
+        xr.open_dataset(plate, engine="ome-hcs", group="Z/99/0/0", wells=["A1"])
 
 
 def test_engine_found_without_importing_xarray_hcs(plate):

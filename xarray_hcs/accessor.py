@@ -116,6 +116,45 @@ class HcsAccessor:
         ds = stack_tree(self._tree, self.field_paths, self.wells, level, variable)
         return ds[variable]
 
+    # -- writing -------------------------------------------------------------------------
+
+    def to_zarr(self, store: Any, ngff_version: str | None = None, mode: str = "w-",
+                compute: bool = True, storage_options: dict[str, Any] | None = None,
+                progress: bool = False, chunks: dict[str, int] | None = None) -> Any:
+        """Write the tree as an OME-Zarr plate (NGFF 0.4 on zarr v2, or 0.5 on zarr v3).
+
+        Parameters
+        ----------
+        store
+            Directory path, fsspec URL or zarr ``Store``.
+        ngff_version
+            ``"0.4"`` or ``"0.5"``; default: the version the tree was read as (0.5 for new
+            trees and for 0.6 trees).
+        mode
+            ``"w-"`` (default) fails if the target holds zarr data; ``"w"`` replaces it.
+        compute
+            False returns a ``dask.delayed`` that writes the pixels and then the metadata.
+        storage_options
+            fsspec options for URLs.
+        progress
+            Show a progress bar while writing (dask's local schedulers).
+        chunks
+            Chunk edge per dimension name (``{"y": 512, "x": 512}``); default: the chunks
+            the data was read with, else 1 for leading dimensions and up to 1024 in y/x.
+
+        Notes
+        -----
+        Everything the tree holds is written: plate, rows, wells, fields, every level, omero,
+        labels; the metadata lists exactly that. Scale and translation come from the
+        coordinates (a sliced level is written where it sits). Unknown metadata keys are kept.
+        Pixels stream through dask, chunk by chunk; the plate document is written last.
+        """
+        from .write import write_plate
+
+        return write_plate(self._tree, store, ngff_version=ngff_version, mode=mode,
+                           compute=compute, storage_options=storage_options,
+                           progress=progress, chunks=chunks)
+
     # -- summaries --------------------------------------------------------------------------
 
     def summary(self) -> str:

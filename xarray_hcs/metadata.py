@@ -1,0 +1,218 @@
+"""DataTree → OME-NGFF metadata: what a tree says about itself, in the version-neutral form.
+
+The writer needs, for every node of a plate tree, the metadata that describes exactly what the
+tree holds: the plate lists the wells present, wells list the fields present, multiscales list
+the levels present with scale and translation taken from the coordinates (the source of truth:
+a sliced level is written at its sliced position), omero channel labels from the ``c``
+coordinate. Unknown keys of the original metadata are kept. Pure: xarray in, dicts out.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .errors import HcsMetadataError
+from .ngff import Multiscale, Plate, Well, check_relative_path
+
+__all__ = ["LevelSpec", "ImageSpec", "WellSpec", "PlateSpec", "plate_spec"]
+
+
+@dataclass
+class LevelSpec:
+    path: str  # relative to the image
+    variable: xr.Variable  # dims in axis order (squeezed axes restored)
+    scale: list[float]
+    translation: list[float]
+    chunks: tuple[int, ...] | None
+
+
+@dataclass
+class ImageSpec:
+    path: str  # relative to the plate root
+    ome: dict[str, Any]  # neutral ome dict, multiscales/omero rewritten
+    other: dict[str, Any]
+    levels: list[LevelSpec]
+    labels_ome: dict[str, Any] | None = None  # the labels group, for field images
+    labels_other: dict[str, Any] = field(default_factory=dict)
+    labels: list[ImageSpec] = field(default_factory=list)
+
+
+@dataclass
+class WellSpec:
+    path: str
+    ome: dict[str, Any]
+    other: dict[str, Any]
+    fields: list[ImageSpec]
+
+
+@dataclass
+class PlateSpec:
+    ome: dict[str, Any]
+    other: dict[str, Any]
+    rows: dict[str, dict[str, Any]]
+    wells: list[WellSpec]
+
+    def images(self) -> Iterator[ImageSpec]:
+        for w in self.wells:
+            for f in w.fields:
+                yield f
+                yield from f.labels
+
+
+def _split(attrs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    ome = copy.deepcopy(attrs.get("ome", {}))
+    other = {k: copy.deepcopy(v) for k, v in attrs.items() if k not in ("ome", "acquisition")}
+    return ome, other
+
+
+def _coord_transform(level: xr.DataTree, dim: str, n: int, fallback: tuple[float, float]
+                     ) -> tuple[float, float]:
+    """(scale, translation) of ``dim`` from the level's coordinate, or ``fallback``."""
+    if dim not in level.coords:
+        return fallback
+    idx = level.xindexes.get(dim)
+    tr = getattr(idx, "transform", None)
+    if tr is not None and hasattr(tr, "step") and hasattr(tr, "start"):
+        return float(tr.step), float(tr.start)
+    values = np.asarray(level.coords[dim].values, dtype=np.float64)
+    if values.ndim != 1 or len(values) != n:
+        return fallback
+    if n == 1:
+        return fallback[0], float(values[0])
+    steps = np.diff(values)
+    step = float(steps.mean())
+    if step <= 0 or not np.allclose(steps, step, rtol=1e-6, atol=0):
+        raise HcsMetadataError(f"coordinate {dim!r} is not evenly spaced and increasing, so it "
+                               "cannot be written as scale + translation", level.path)
+    return step, float(values[0])
+
+
+def _image_spec(tree: xr.DataTree, path: str, var_name: str) -> ImageSpec:
+    node = tree[path]
+    assert isinstance(node, xr.DataTree)
+    ome, other = _split(node.attrs)
+    ms_list = ome.get("multiscales")
+    if not isinstance(ms_list, list) or not ms_list:
+        raise HcsMetadataError("image node has no multiscales metadata to write", node.path)
+    ms = Multiscale.from_dict(ms_list[0], node.path)
+    axes = ms.axis_names
+    levels: list[LevelSpec] = []
+    datasets = []
+    for lv in ms.datasets:
+        try:
+            lnode = node[lv.path]
+        except KeyError:
+            continue  # a level left out (selection): not written, not listed
+        if not isinstance(lnode, xr.DataTree) or var_name not in lnode.data_vars:
+            raise HcsMetadataError(f"level {lv.path!r} has no {var_name!r} variable",
+                                   f"{node.path}/{lv.path}")
+        var = lnode[var_name].variable
+        squeezed = var.encoding.get("ome_squeezed") or {}
+        for name in axes:
+            if name not in var.dims and name in squeezed:
+                var = var.expand_dims(name)
+        if set(var.dims) != set(axes):
+            raise HcsMetadataError(f"variable dims {var.dims} do not match the axes "
+                                   f"{list(axes)}", f"{node.path}/{lv.path}")
+        var = var.transpose(*axes)
+        scale0, trans0 = ms.effective(lv)
+        scale, trans = [], []
+        for i, (name, ax) in enumerate(zip(axes, ms.axes, strict=True)):
+            if ax.type in ("space", "time") or (ax.type is None and name.lower() in "tzyx"):
+                s, t = _coord_transform(lnode, name, var.shape[i], (scale0[i], trans0[i]))
+            else:  # channel and custom axes have no physical coordinate
+                s, t = scale0[i], trans0[i]
+            scale.append(s)
+            trans.append(t)
+        chunks = var.encoding.get("chunks")
+        if chunks is not None and len(chunks) != var.ndim:
+            chunks = None
+        levels.append(LevelSpec(lv.path, var, scale, trans, chunks))
+        ds_entry = {k: copy.deepcopy(v) for k, v in lv.extra.items()}
+        cts: list[dict[str, Any]] = [{"type": "scale", "scale": scale}]
+        if any(trans):
+            cts.append({"type": "translation", "translation": trans})
+        datasets.append({"path": lv.path, "coordinateTransformations": cts, **ds_entry})
+    if not levels:
+        raise HcsMetadataError("image has no level left to write", node.path)
+    new_ms = {k: v for k, v in ms_list[0].items()
+              if k not in ("datasets", "coordinateTransformations", "version")}
+    new_ms["datasets"] = datasets
+    ome["multiscales"] = [new_ms, *ms_list[1:]]
+    # channel labels follow the c coordinate
+    chan = [a.name for a in ms.axes if a.type == "channel"]
+    if chan and chan[0] in node.coords and isinstance(ome.get("omero"), dict):
+        labels = [str(v) for v in node.coords[chan[0]].values]
+        chans = ome["omero"].get("channels", [])
+        if len(chans) == len(labels):
+            for ch, lab in zip(chans, labels, strict=True):
+                if isinstance(ch, dict) and ch.get("label") != lab and not (
+                        ch.get("label") in (None, "") and lab.startswith("c")):
+                    ch["label"] = lab
+    spec = ImageSpec(path.strip("/"), ome, other, levels)
+    return spec
+
+
+def plate_spec(tree: xr.DataTree) -> PlateSpec:
+    """Everything to write for ``tree`` (a plate tree), consistent with what it holds."""
+    ome, other = _split(tree.attrs)
+    if "plate" not in ome:
+        raise HcsMetadataError("the tree's root holds no plate metadata", "/")
+    plate = Plate.from_dict(ome["plate"], "/")
+    present = []
+    for w in plate.wells:
+        r, c = w.path.split("/")
+        if r in tree.children and c in tree[r].children:
+            present.append(w.path)
+    for r, rnode in tree.children.items():
+        for c in rnode.children:
+            if f"{r}/{c}" not in {w.path for w in plate.wells}:
+                raise HcsMetadataError(f"well {r}/{c} is in the tree but not in the plate "
+                                       "metadata (add wells with .hcs.add_image)", "/")
+    wells = []
+    for wpath in present:
+        wnode = tree[wpath]
+        wome, wother = _split(wnode.attrs)
+        if "well" not in wome:
+            raise HcsMetadataError("well node has no well metadata", f"/{wpath}")
+        well = Well.from_dict(wome["well"], f"/{wpath}", plate.acquisition_ids or None)
+        fields = []
+        kept = []
+        for im in well.images:
+            if im.path not in wnode.children:
+                continue
+            fspec = _image_spec(tree, f"{wpath}/{im.path}", "image")
+            _label_specs(tree, fspec)
+            fields.append(fspec)
+            kept.append(im.to_dict())
+        wome["well"] = {**{k: v for k, v in wome["well"].items() if k != "images"},
+                        "images": kept}
+        wells.append(WellSpec(wpath, wome, wother, fields))
+    ome["plate"] = {**ome["plate"], "wells": [w.to_dict() for w in plate.wells
+                                              if w.path in set(present)]}
+    rows = {}
+    for r in dict.fromkeys(p.split("/")[0] for p in present):
+        rows[r] = {k: copy.deepcopy(v) for k, v in tree[r].attrs.items()}
+    return PlateSpec(ome, other, rows, wells)
+
+
+def _label_specs(tree: xr.DataTree, fspec: ImageSpec) -> None:
+    fnode = tree[fspec.path]
+    if "labels" not in fnode.children:
+        return
+    lnode = fnode["labels"]
+    lome, lother = _split(lnode.attrs)
+    names = [n for n in lome.get("labels", []) if n in lnode.children]
+    names += [n for n in lnode.children if n not in names]
+    for n in names:
+        check_relative_path(n, "label name", lnode.path)
+        fspec.labels.append(_image_spec(tree, f"{fspec.path}/labels/{n}", "labels"))
+    lome["labels"] = names
+    fspec.labels_ome = lome
+    fspec.labels_other = lother

@@ -1,0 +1,250 @@
+"""DataTree → OME-Zarr plate on any zarr store (NGFF 0.4 / zarr v2 and 0.5 / zarr v3).
+
+Order is what makes a write safe to interrupt: array metadata, then pixels (streamed through
+dask, chunk-aligned, never a whole array in memory), then the group documents from the
+leaves up: label images, labels groups, fields, wells, rows, and the plate document last. A
+writer killed before the end leaves no plate document, so nothing claims to be a complete
+plate; each document is written atomically where the store allows (local files: temporary
+file + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
+
+from .arrays import dask_array
+from .errors import HcsError, HcsPathError, HcsVersionError
+from .metadata import LevelSpec, PlateSpec, plate_spec
+from .ngff import WRITE_VERSIONS, encode_attrs
+from .stack import backend_of
+from .store import join_path, run_sync
+
+__all__ = ["write_plate", "open_writable", "HcsExistsError"]
+
+#: largest default chunk edge in y/x (pixels); leading dims are chunked by 1
+DEFAULT_CHUNK_YX = 1024
+
+
+class HcsExistsError(HcsError, FileExistsError):
+    """The target already holds data and ``mode="w-"`` forbids overwriting it."""
+
+
+def open_writable(store: Any, storage_options: dict[str, Any] | None = None) -> Store:
+    """A writable zarr store for a path, URL or Store; refuses zip files."""
+    if isinstance(store, Store):
+        if store.read_only:
+            raise HcsError("the store is read-only", str(store))
+        return store
+    if isinstance(store, str | os.PathLike):
+        s = os.fspath(store)
+        if s.lower().rstrip("/").endswith((".ozx", ".zip")):
+            raise HcsError("writing .ozx/.zip plates is not supported: write a directory and "
+                           "zip it (metadata documents first)", s)
+        if "://" in s and not s.startswith("file://"):
+            from zarr.storage import FsspecStore
+
+            return FsspecStore.from_url(s, storage_options=storage_options or {},
+                                        read_only=False)
+        from zarr.storage import LocalStore
+
+        path = Path(s.removeprefix("file://")).expanduser()
+        if path.exists() and not path.is_dir():
+            raise HcsExistsError("exists and is not a directory", s)
+        return LocalStore(path, read_only=False)
+    raise TypeError(f"cannot write a plate to {type(store).__name__}: pass a path, URL or "
+                    "zarr Store")
+
+
+def _version_of(tree: xr.DataTree, ngff_version: str | None) -> str:
+    if ngff_version is None:
+        v = str(tree.attrs.get("ome", {}).get("version") or "0.5")
+        ngff_version = v if v in WRITE_VERSIONS else "0.5"  # 0.6 trees are written as 0.5
+    if ngff_version not in WRITE_VERSIONS:
+        raise HcsVersionError(f"cannot write OME-NGFF {ngff_version!r} (writable: "
+                              f"{', '.join(WRITE_VERSIONS)})")
+    return ngff_version
+
+
+async def _exists(store: Store) -> bool:
+    for key in ("zarr.json", ".zgroup", ".zattrs", ".zarray"):
+        if await store.exists(key):
+            return True
+    return False
+
+
+async def _clear(store: Store) -> None:
+    await store.delete_dir("")
+
+
+def _default_chunks(var: xr.Variable) -> tuple[int, ...]:
+    shape = var.shape
+    return tuple(1 if i < len(shape) - 2 else max(1, min(n, DEFAULT_CHUNK_YX))
+                 for i, n in enumerate(shape))
+
+
+class _Templates:
+    """Array metadata documents, made once per (shape, dtype, chunks, dims) by zarr itself."""
+
+    def __init__(self, zarr_format: int) -> None:
+        self.zarr_format = zarr_format
+        self._cache: dict[tuple[Any, ...], Any] = {}
+
+    def metadata(self, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...],
+                 dims: tuple[str, ...]) -> Any:
+        key = (shape, dtype.str, chunks, dims)
+        meta = self._cache.get(key)
+        if meta is None:
+            kw: dict[str, Any] = {}
+            if self.zarr_format == 3:
+                kw["dimension_names"] = list(dims)
+            else:
+                kw["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
+            arr = zarr.create_array(zarr.storage.MemoryStore(), shape=shape, dtype=dtype,
+                                    chunks=chunks, fill_value=0, zarr_format=self.zarr_format,
+                                    **kw)
+            meta = self._cache[key] = arr.metadata
+        return meta
+
+
+def _group_docs(attrs: dict[str, Any], zarr_format: int) -> dict[str, bytes]:
+    if zarr_format == 3:
+        doc = {"zarr_format": 3, "node_type": "group", "attributes": attrs}
+        return {"zarr.json": json.dumps(doc, indent=2, allow_nan=False).encode()}
+    return {".zgroup": b'{\n  "zarr_format": 2\n}',
+            ".zattrs": json.dumps(attrs, indent=2, allow_nan=False).encode()}
+
+
+def _source(lv: LevelSpec, chunks: tuple[int, ...]) -> Any:
+    """The level's data as a dask array on the target chunks, reading the source lazily."""
+    import dask.array as da
+
+    var = lv.variable
+    backend = backend_of(var) if not var.encoding.get("ome_squeezed") else None
+    if backend is not None and backend.shape == var.shape:
+        token = f"copy\0{backend.plate_store.source}\0{backend.info.path}\0{chunks}"
+        return dask_array(backend, token, chunks, label=backend.info.path)
+    data = var.data
+    if isinstance(data, da.Array):
+        return data.rechunk(chunks)
+    return var.chunk(dict(zip(var.dims, chunks, strict=True))).data
+
+
+def write_plate(tree: xr.DataTree, store: Any, ngff_version: str | None = None,
+                mode: str = "w-", compute: bool = True,
+                storage_options: dict[str, Any] | None = None, progress: bool = False,
+                chunks: dict[str, int] | None = None) -> Any:
+    """Write a plate tree to ``store``; see :meth:`HcsAccessor.to_zarr`."""
+    import dask
+    import dask.array as da
+
+    if mode not in ("w-", "w"):
+        raise ValueError(f"mode must be 'w-' (fail if it exists) or 'w' (overwrite), got "
+                         f"{mode!r}")
+    version = _version_of(tree, ngff_version)
+    zarr_format = 2 if version == "0.4" else 3
+    spec = plate_spec(tree)  # checks everything before anything is written
+    target = open_writable(store, storage_options)
+    where = str(store)
+    if run_sync(_exists(target)):
+        if mode == "w-":
+            raise HcsExistsError("already holds zarr data (pass mode='w' to overwrite it)",
+                                 where)
+        run_sync(_clear(target))
+    templates = _Templates(zarr_format)
+    sources, targets = [], []
+    array_docs: dict[str, Any] = {}
+    for img in spec.images():
+        for lv in img.levels:
+            var = lv.variable
+            c = _chunks_for(var, lv.chunks, chunks)
+            meta = templates.metadata(var.shape, var.dtype, c, tuple(var.dims))
+            path = join_path(img.path, lv.path)
+            _check_key(path)
+            for name, buf in meta.to_buffer_dict(default_buffer_prototype()).items():
+                array_docs[join_path(path, name)] = buf
+            from zarr.core.array import AsyncArray
+            from zarr.storage import StorePath
+
+            targets.append(zarr.Array(AsyncArray(meta, StorePath(target, path))))
+            sources.append(_source(lv, c))
+    run_sync(_set_all(target, array_docs))
+    stored = da.store(sources, targets, lock=False, compute=False)
+    finalize = dask.delayed(_finalize, pure=False)(stored, target, spec, version, zarr_format)
+    if not compute:
+        return finalize
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar():
+            finalize.compute()
+    else:
+        finalize.compute()
+    return None
+
+
+def _chunks_for(var: xr.Variable, stored: tuple[int, ...] | None,
+                wanted: dict[str, int] | None) -> tuple[int, ...]:
+    c = list(stored if stored is not None else _default_chunks(var))
+    for i, d in enumerate(var.dims):
+        if wanted and d in wanted:
+            c[i] = wanted[d] if wanted[d] > 0 else var.shape[i]
+        c[i] = max(1, min(c[i], var.shape[i]))
+    return tuple(c)
+
+
+def _check_key(path: str) -> None:
+    for comp in path.split("/"):
+        if comp in ("", ".", "..") or "\\" in comp:
+            raise HcsPathError("unsafe node path in the tree", path)
+
+
+async def _set_all(store: Store, docs: dict[str, Any]) -> None:
+    import asyncio
+
+    from zarr.core.buffer import Buffer
+
+    sem = asyncio.Semaphore(64)
+
+    async def put(key: str, value: Any) -> None:
+        buf = value if isinstance(value, Buffer) else default_buffer_prototype().buffer.from_bytes(
+            value)
+        async with sem:
+            await store.set(key, buf)
+
+    await asyncio.gather(*(put(k, v) for k, v in docs.items()))
+
+
+def _finalize(_stored: Any, store: Store, spec: PlateSpec, version: str,
+              zarr_format: int) -> None:
+    """Group documents from the leaves up; the plate's last (see the module docstring)."""
+
+    def docs(path: str, attrs: dict[str, Any]) -> dict[str, bytes]:
+        return {join_path(path, k): v for k, v in _group_docs(attrs, zarr_format).items()}
+
+    def enc(ome: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+        return encode_attrs(ome, other, version)
+
+    labels: dict[str, bytes] = {}
+    fields: dict[str, bytes] = {}
+    for w in spec.wells:
+        for f in w.fields:
+            for lab in f.labels:
+                labels.update(docs(lab.path, enc(lab.ome, lab.other)))
+            if f.labels_ome is not None:
+                labels.update(docs(join_path(f.path, "labels"),
+                                   enc(f.labels_ome, f.labels_other)))
+            fields.update(docs(f.path, enc(f.ome, f.other)))
+    wells = {k: v for w in spec.wells for k, v in docs(w.path, enc(w.ome, w.other)).items()}
+    rows = {k: v for r, attrs in spec.rows.items() for k, v in docs(r, attrs).items()}
+    plate = docs("", enc(spec.ome, spec.other))
+    for stage in (labels, fields, wells, rows, plate):
+        run_sync(_set_all(store, stage))

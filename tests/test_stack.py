@@ -98,7 +98,7 @@ def test_edited_trees_stack_through_xarray(plate):
     dt = xr.open_datatree(plate, engine="ome-hcs", levels=[1], labels=False)
     fp = dt.hcs.field_paths[0]
     dt[f"{fp}/1"] = dt[f"{fp}/1"].to_dataset().assign(image=lambda d: d.image * 0 + 7)
-    st = dt.hcs.stack(level=1)
+    st = dt.hcs.stack(level="1")  # by path; indices count the levels the tree holds
     assert int(st.isel(well=0, field=0).max()) == 7
     assert st.shape[:2] == (6, 2)
     np.testing.assert_array_equal(st.isel(well=1, field=1).values,

@@ -125,7 +125,8 @@ class OmeHcsBackendEntrypoint(BackendEntrypoint):
             lv = 0 if level is None else level
             opts = _options(acquisition, wells, fields, [lv], False, validate, on_missing)
             tree = plate_tree(filename_or_obj, opts, storage_options, consolidated)
-            ds = stack_tree(tree, tree.hcs.field_paths, tree.hcs.wells, lv)
+            # the tree holds just that level now: the first (and only) one listed
+            ds = stack_tree(tree, tree.hcs.field_paths, tree.hcs.wells, 0)
             ds.attrs["ome"] = tree.attrs["ome"]
             ds.set_close(tree.close)
             return ds

@@ -134,15 +134,21 @@ def _image_spec(tree: xr.DataTree, path: str, var_name: str) -> ImageSpec:
         if chunks is not None and len(chunks) != var.ndim:
             chunks = None
         levels.append(LevelSpec(lv.path, var, scale, trans, chunks))
+        # keep the original's form: a multiscales-level transform stays outside, a
+        # translation that was written (even zero) is written again
+        w_scale, w_trans = list(scale), list(trans)
+        if ms.scale is not None:
+            outer_t = ms.translation or (0.0,) * len(axes)
+            w_scale = [a / b for a, b in zip(scale, ms.scale, strict=True)]
+            w_trans = [(a - t) / b for a, t, b in zip(trans, outer_t, ms.scale, strict=True)]
         ds_entry = {k: copy.deepcopy(v) for k, v in lv.extra.items()}
-        cts: list[dict[str, Any]] = [{"type": "scale", "scale": scale}]
-        if any(trans):
-            cts.append({"type": "translation", "translation": trans})
+        cts: list[dict[str, Any]] = [{"type": "scale", "scale": w_scale}]
+        if any(w_trans) or lv.translation is not None:
+            cts.append({"type": "translation", "translation": w_trans})
         datasets.append({"path": lv.path, "coordinateTransformations": cts, **ds_entry})
     if not levels:
         raise HcsMetadataError("image has no level left to write", node.path)
-    new_ms = {k: v for k, v in ms_list[0].items()
-              if k not in ("datasets", "coordinateTransformations", "version")}
+    new_ms = {k: v for k, v in ms_list[0].items() if k not in ("datasets", "version")}
     new_ms["datasets"] = datasets
     ome["multiscales"] = [new_ms, *ms_list[1:]]
     # channel labels follow the c coordinate

@@ -537,7 +537,13 @@ class _Builder:
         full = self.ps.where(rec.path)
         axes = ms.axes
         first = rec.levels[0].info.shape if rec.levels else None
-        node = NodeSpec(attrs={"ome": rec.ome, **rec.other, **(extra_attrs or {})})
+        ome = rec.ome
+        if len(rec.levels) != len(ms.datasets):  # a level selection: list what is there
+            kept = {lr.level.path for lr in rec.levels}
+            m0 = dict(ome["multiscales"][0])
+            m0["datasets"] = [d for d in m0["datasets"] if d.get("path") in kept]
+            ome = {**ome, "multiscales": [m0, *ome["multiscales"][1:]]}
+        node = NodeSpec(attrs={"ome": ome, **rec.other, **(extra_attrs or {})})
         # channel and time coordinates live on the image node, shared by all its levels
         shared: dict[str, int] = {}
         squeeze: dict[str, int] = {}
@@ -617,9 +623,14 @@ class _Builder:
             out[lpath] = spec
         if rec.labels or rec.labels_group is not None:
             lg = rec.labels_group
-            lattrs = {"ome": lg[0], **lg[1]} if lg is not None else {
-                "ome": {"version": rec.ome.get("version"), "labels": [r.path.rsplit("/", 1)[1]
-                                                                     for r in rec.labels]}}
+            # the labels list as the spec puts it, also where a writer (iohub) listed the
+            # labels in the image's attributes and left the labels group's empty
+            names = [r.path.rsplit("/", 1)[1] for r in rec.labels]
+            lome, lother = lg if lg is not None else ({}, {})
+            if not lome.get("labels"):
+                lome = {**lome, "version": lome.get("version") or rec.ome.get("version"),
+                        "labels": names}
+            lattrs = {"ome": lome, **lother}
             out[join_path(rec.path, "labels")] = NodeSpec(attrs=lattrs)
             for lrec in rec.labels:
                 self.image_nodes(lrec, out, inherited, var_name=LABEL_VAR)

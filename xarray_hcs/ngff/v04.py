@@ -21,12 +21,8 @@ OME_KEYS = ("plate", "well", "multiscales", "omero", "labels", "image-label",
 _VERSIONED = ("plate", "well", "image-label")
 
 
-def decode(attrs: dict[str, Any], path: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split 0.4 ``.zattrs`` into (version-neutral ome dict, other attrs)."""
-    ome: dict[str, Any] = {}
-    other: dict[str, Any] = {}
-    for k, v in attrs.items():
-        (ome if k in OME_KEYS else other)[k] = v
+def lift_versions(ome: dict[str, Any]) -> set[Any]:
+    """Remove the per-object ``version`` keys from ``ome`` (in place); return what they said."""
     versions = set()
     for key in _VERSIONED:
         obj = ome.get(key)
@@ -44,6 +40,16 @@ def decode(attrs: dict[str, Any], path: str | None) -> tuple[dict[str, Any], dic
             new.append(m)
         ome["multiscales"] = new
     versions.discard(None)
+    return versions
+
+
+def decode(attrs: dict[str, Any], path: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split 0.4 ``.zattrs`` into (version-neutral ome dict, other attrs)."""
+    ome: dict[str, Any] = {}
+    other: dict[str, Any] = {}
+    for k, v in attrs.items():
+        (ome if k in OME_KEYS else other)[k] = v
+    versions = lift_versions(ome)
     if len(versions) > 1:
         raise HcsMetadataError(f"objects of one node disagree on the NGFF version: "
                                f"{sorted(map(str, versions))}", path)
@@ -60,8 +66,8 @@ def encode(ome: dict[str, Any], other: dict[str, Any] | None = None) -> dict[str
             continue
         v = copy.deepcopy(v)
         if k in _VERSIONED and isinstance(v, dict):
-            v = {"version": VERSION, **v}
+            v = {**v, "version": VERSION}
         elif k == "multiscales" and isinstance(v, list):
-            v = [{"version": VERSION, **m} if isinstance(m, dict) else m for m in v]
+            v = [{**m, "version": VERSION} if isinstance(m, dict) else m for m in v]
         out[k] = v
     return out

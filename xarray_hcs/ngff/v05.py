@@ -21,7 +21,13 @@ def decode(attrs: dict[str, Any], path: str | None) -> tuple[dict[str, Any], dic
     if not isinstance(ome, dict):
         raise HcsMetadataError(f"attributes['ome'] must be an object, got {type(ome).__name__}",
                                path)
-    return dict(ome), other
+    ome = dict(ome)
+    # some 0.5 writers repeat the version inside plate, well, image-label or multiscales:
+    # the neutral form has one version, at the top
+    from .v04 import lift_versions
+
+    lift_versions(ome)
+    return ome, other
 
 
 def encode(ome: dict[str, Any], other: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -281,11 +281,15 @@ def timed(fn: Callable[[], Any], repeat: int) -> float:
 
 
 def peak_rss(expr: str) -> tuple[float, float]:
-    """(seconds, peak RSS MiB) of ``expr`` run in a fresh interpreter."""
-    code = (f"import sys, time, resource; sys.path.insert(0, {str(HERE.parent)!r}); "
+    """(seconds, peak RSS MiB) of ``expr`` run in a fresh interpreter.
+
+    The peak is the child's VmHWM: ``ru_maxrss`` would carry the parent's peak across exec.
+    """
+    code = (f"import sys, time; sys.path.insert(0, {str(HERE.parent)!r}); "
             "from benchmarks.run import *; t = time.perf_counter(); "
             f"{expr}; dt = time.perf_counter() - t; "
-            "print(dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
+            "print(dt, int(hwm.split()[1]) / 1024)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     secs, mib = out.stdout.split()[-2:]

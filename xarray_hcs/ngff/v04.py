@@ -22,7 +22,8 @@ _VERSIONED = ("plate", "well", "image-label")
 
 
 def lift_versions(ome: dict[str, Any]) -> set[Any]:
-    """Remove the per-object ``version`` keys from ``ome`` (in place); return what they said."""
+    """Bring ``ome`` (in place) to the neutral form: per-object ``version`` keys removed (their
+    values returned) and empty image-label lists dropped."""
     versions = set()
     for key in _VERSIONED:
         obj = ome.get(key)
@@ -40,6 +41,11 @@ def lift_versions(ome: dict[str, Any]) -> set[Any]:
             new.append(m)
         ome["multiscales"] = new
     versions.discard(None)
+    # empty colors/properties lists (iohub) say nothing and break the schema (minItems 1)
+    il = ome.get("image-label")
+    if isinstance(il, dict) and any(il.get(k) == [] for k in ("colors", "properties")):
+        ome["image-label"] = {k: v for k, v in il.items()
+                              if not (k in ("colors", "properties") and v == [])}
     return versions
 
 

@@ -20,12 +20,16 @@ from .errors import (
     HcsVersionError,
     HcsWarning,
 )
+from .ondisk import add_image, create_plate, write_field
 from .open import open_plate
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "open_plate",
+    "add_image",
+    "create_plate",
+    "write_field",
     "HcsError",
     "HcsMetadataError",
     "HcsMissingWarning",

@@ -22,7 +22,7 @@ import xarray as xr
 from xarray import DataTree, Variable
 from xarray.core.indexes import Index
 
-__all__ = ["NodeSpec", "assemble_tree", "fast_path_available", "mark_indexed"]
+__all__ = ["NodeSpec", "assemble_tree", "fast_path_available", "mark_indexed", "spec_of"]
 
 _SLOTS = ("_name", "_parent", "_children", "_data_variables", "_node_coord_variables",
           "_node_dims", "_node_indexes", "_attrs", "_encoding", "_close")
@@ -157,3 +157,14 @@ def mark_indexed(tree: DataTree) -> DataTree:
     if fast_path_available() and _default_index_mapper() is not None and type(tree) is DataTree:
         tree.__class__ = _IndexedTree
     return tree
+
+
+def spec_of(node: DataTree) -> NodeSpec:
+    """The content of an existing node, sharing its variables and indexes (no copies)."""
+    if fast_path_available():
+        return NodeSpec(dict(node._data_variables), dict(node._node_coord_variables),
+                        dict(node._node_indexes), dict(node._attrs or {}),
+                        dict(node._encoding or {}))
+    ds = node.to_dataset(inherit=False)
+    return NodeSpec(dict(ds.data_vars.variables), {k: ds.variables[k] for k in ds.coords},
+                    dict(ds.xindexes), dict(ds.attrs), dict(ds.encoding))

@@ -84,6 +84,71 @@ class HcsAccessor:
                        if im["path"] in node.children)  # type: ignore[union-attr]
         return out
 
+    # -- selecting and editing -------------------------------------------------------------
+
+    def sel(self, rows: Any = None, columns: Any = None, wells: Any = None, fields: Any = None,
+            acquisition: int | str | None = None, levels: Any = None) -> xr.DataTree:
+        """A new tree with part of the plate; its metadata describes exactly what it holds.
+
+        Parameters
+        ----------
+        rows, columns
+            Row names (``"B"``) and column names or numbers (``3`` finds ``"03"``).
+        wells
+            ``"B/03"``, ``"B03"``, ``"B3"`` or ``("B", "03")``.
+        fields
+            Field (image) paths; ints are paths too.
+        acquisition
+            Keep the fields of this acquisition (id or name), and only its plate entry.
+        levels
+            Level indices or paths to keep in every field (labels keep theirs).
+
+        Notes
+        -----
+        Built in one pass from the kept nodes, sharing their data: fast on a whole plate,
+        where xarray's own tree-wide ``sel``/``filter`` take seconds and drop the plate's
+        attributes.
+        """
+        from .edit import select
+
+        return select(self._tree, rows=rows, columns=columns, wells=wells, fields=fields,
+                      acquisition=acquisition, levels=levels)
+
+    def add_image(self, row: str, column: Any, image: Any, field: str | None = None,
+                  acquisition: int | None = None, acquisition_name: str | None = None,
+                  levels: int | None = None, labels: dict[str, Any] | None = None
+                  ) -> xr.DataTree:
+        """A new tree with ``image`` as a new field of well ``row``/``column``.
+
+        Parameters
+        ----------
+        row, column
+            The well; rows, columns and the well are added to the plate as needed, columns in
+            the plate's naming style (``3`` becomes ``"03"`` on a zero-padded plate).
+        image
+            A DataArray (or a Dataset with an ``image`` variable) whose dims are among
+            ``t, c, z, y, x``; coordinates, if any, give the physical scale and translation
+            (``units`` attrs the unit), ``c`` labels the channels.
+        field
+            The field path; default the next free number in the well.
+        acquisition, acquisition_name
+            The acquisition id (declared on the plate if new, with that name).
+        levels
+            Pyramid levels (2x in y/x each; mean for images, every other pixel for labels);
+            default as many as the plate's other fields have, else down to about 64 px.
+        labels
+            ``{"nuclei": DataArray}`` label images on the same grid (integer dtype).
+
+        Returns
+        -------
+        xarray.DataTree
+            The new tree; the pyramid is lazy (dask) until written.
+        """
+        from .edit import add_image
+
+        return add_image(self._tree, row, column, image, field=field, acquisition=acquisition,
+                         acquisition_name=acquisition_name, levels=levels, labels=labels)
+
     # -- plate-wide arrays -------------------------------------------------------------------
 
     def stack(self, level: int | str = 0, variable: str = "image") -> xr.DataArray:

@@ -23,7 +23,7 @@ from zarr.core.buffer import default_buffer_prototype
 
 from .arrays import dask_array
 from .errors import HcsError, HcsPathError, HcsVersionError
-from .metadata import LevelSpec, PlateSpec, plate_spec
+from .metadata import ImageSpec, LevelSpec, PlateSpec, plate_spec
 from .ngff import WRITE_VERSIONS, encode_attrs
 from .stack import backend_of
 from .store import join_path, run_sync
@@ -141,11 +141,12 @@ def _source(lv: LevelSpec, chunks: tuple[int, ...]) -> Any:
 def write_plate(tree: xr.DataTree, store: Any, ngff_version: str | None = None,
                 mode: str = "w-", compute: bool = True,
                 storage_options: dict[str, Any] | None = None, progress: bool = False,
-                chunks: dict[str, int] | None = None) -> Any:
-    """Write a plate tree to ``store``; see :meth:`HcsAccessor.to_zarr`."""
-    import dask
-    import dask.array as da
+                chunks: dict[str, int] | None = None, pixels: bool = True) -> Any:
+    """Write a plate tree to ``store``; see :meth:`HcsAccessor.to_zarr`.
 
+    ``pixels=False`` writes every document and creates every array without writing pixels
+    (the plan of :func:`xarray_hcs.create_plate`).
+    """
     if mode not in ("w-", "w"):
         raise ValueError(f"mode must be 'w-' (fail if it exists) or 'w' (overwrite), got "
                          f"{mode!r}")
@@ -153,32 +154,21 @@ def write_plate(tree: xr.DataTree, store: Any, ngff_version: str | None = None,
     zarr_format = 2 if version == "0.4" else 3
     spec = plate_spec(tree)  # checks everything before anything is written
     target = open_writable(store, storage_options)
-    where = str(store)
     if run_sync(_exists(target)):
         if mode == "w-":
             raise HcsExistsError("already holds zarr data (pass mode='w' to overwrite it)",
-                                 where)
+                                 str(store))
         run_sync(_clear(target))
-    templates = _Templates(zarr_format)
-    sources, targets = [], []
-    array_docs: dict[str, Any] = {}
-    for img in spec.images():
-        for lv in img.levels:
-            var = lv.variable
-            c = _chunks_for(var, lv.chunks, chunks)
-            meta = templates.metadata(var.shape, var.dtype, c, tuple(var.dims))
-            path = join_path(img.path, lv.path)
-            _check_key(path)
-            for name, buf in meta.to_buffer_dict(default_buffer_prototype()).items():
-                array_docs[join_path(path, name)] = buf
-            from zarr.core.array import AsyncArray
-            from zarr.storage import StorePath
+    stored = write_arrays(target, list(spec.images()), zarr_format, chunks, pixels)
+    return _run(stored, lambda: write_groups(target, spec, version, zarr_format), compute,
+                progress)
 
-            targets.append(zarr.Array(AsyncArray(meta, StorePath(target, path))))
-            sources.append(_source(lv, c))
-    run_sync(_set_all(target, array_docs))
-    stored = da.store(sources, targets, lock=False, compute=False)
-    finalize = dask.delayed(_finalize, pure=False)(stored, target, spec, version, zarr_format)
+
+def _run(stored: Any, then: Any, compute: bool, progress: bool) -> Any:
+    """Pixels (a dask graph, or None), then ``then()``: now, or as one delayed."""
+    import dask
+
+    finalize = dask.delayed(lambda _: then(), pure=False)(stored)
     if not compute:
         return finalize
     if progress:
@@ -189,6 +179,34 @@ def write_plate(tree: xr.DataTree, store: Any, ngff_version: str | None = None,
     else:
         finalize.compute()
     return None
+
+
+def write_arrays(target: Store, images: list[ImageSpec], zarr_format: int,
+                 chunks: dict[str, int] | None, pixels: bool = True) -> Any:
+    """Create the level arrays of ``images`` (metadata now) and return the lazy pixel writes."""
+    import dask.array as da
+    from zarr.core.array import AsyncArray
+    from zarr.storage import StorePath
+
+    templates = _Templates(zarr_format)
+    sources, targets = [], []
+    array_docs: dict[str, Any] = {}
+    for img in images:
+        for lv in img.levels:
+            var = lv.variable
+            c = _chunks_for(var, lv.chunks, chunks)
+            meta = templates.metadata(var.shape, var.dtype, c, tuple(var.dims))
+            path = join_path(img.path, lv.path)
+            _check_key(path)
+            for name, buf in meta.to_buffer_dict(default_buffer_prototype()).items():
+                array_docs[join_path(path, name)] = buf
+            if pixels:
+                targets.append(zarr.Array(AsyncArray(meta, StorePath(target, path))))
+                sources.append(_source(lv, c))
+    run_sync(_set_all(target, array_docs))
+    if not sources:
+        return None
+    return da.store(sources, targets, lock=False, compute=False)
 
 
 def _chunks_for(var: xr.Variable, stored: tuple[int, ...] | None,
@@ -223,28 +241,33 @@ async def _set_all(store: Store, docs: dict[str, Any]) -> None:
     await asyncio.gather(*(put(k, v) for k, v in docs.items()))
 
 
-def _finalize(_stored: Any, store: Store, spec: PlateSpec, version: str,
-              zarr_format: int) -> None:
+def image_group_docs(img: ImageSpec, version: str, zarr_format: int) -> dict[str, bytes]:
+    """The documents of one image: its label images and labels group, then itself."""
+    out: dict[str, bytes] = {}
+    for lab in img.labels:
+        out.update(_docs(lab.path, encode_attrs(lab.ome, lab.other, version), zarr_format))
+    if img.labels_ome is not None:
+        out.update(_docs(join_path(img.path, "labels"),
+                         encode_attrs(img.labels_ome, img.labels_other, version), zarr_format))
+    out.update(_docs(img.path, encode_attrs(img.ome, img.other, version), zarr_format))
+    return out
+
+
+def write_groups(store: Store, spec: PlateSpec, version: str, zarr_format: int) -> None:
     """Group documents from the leaves up; the plate's last (see the module docstring)."""
-
-    def docs(path: str, attrs: dict[str, Any]) -> dict[str, bytes]:
-        return {join_path(path, k): v for k, v in _group_docs(attrs, zarr_format).items()}
-
-    def enc(ome: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
-        return encode_attrs(ome, other, version)
-
-    labels: dict[str, bytes] = {}
-    fields: dict[str, bytes] = {}
+    images: dict[str, bytes] = {}
     for w in spec.wells:
         for f in w.fields:
-            for lab in f.labels:
-                labels.update(docs(lab.path, enc(lab.ome, lab.other)))
-            if f.labels_ome is not None:
-                labels.update(docs(join_path(f.path, "labels"),
-                                   enc(f.labels_ome, f.labels_other)))
-            fields.update(docs(f.path, enc(f.ome, f.other)))
-    wells = {k: v for w in spec.wells for k, v in docs(w.path, enc(w.ome, w.other)).items()}
-    rows = {k: v for r, attrs in spec.rows.items() for k, v in docs(r, attrs).items()}
-    plate = docs("", enc(spec.ome, spec.other))
-    for stage in (labels, fields, wells, rows, plate):
+            images.update(image_group_docs(f, version, zarr_format))
+    wells = {k: v for w in spec.wells
+             for k, v in _docs(w.path, encode_attrs(w.ome, w.other, version),
+                               zarr_format).items()}
+    rows = {k: v for r, attrs in spec.rows.items()
+            for k, v in _docs(r, attrs, zarr_format).items()}
+    plate = _docs("", encode_attrs(spec.ome, spec.other, version), zarr_format)
+    for stage in (images, wells, rows, plate):
         run_sync(_set_all(store, stage))
+
+
+def _docs(path: str, attrs: dict[str, Any], zarr_format: int) -> dict[str, bytes]:
+    return {join_path(path, k): v for k, v in _group_docs(attrs, zarr_format).items()}

@@ -1,0 +1,367 @@
+"""Editing plates on disk, for pipelines: add images safely from many processes, or plan a
+plate once and fill its arrays from many workers without any lock.
+
+``add_image``: a field is reserved under a cross-process file lock (``filelock``), its pixels
+and its own documents are written without the lock, and the well and plate documents are
+re-read and rewritten under the lock at the end; documents are replaced atomically (temporary
+file + rename). At every moment the plate lists only images whose arrays are complete: a
+writer killed at any point leaves orphan arrays at worst, never a listed image that is
+missing or a torn document.
+
+``create_plate`` + ``write_field``: every document and every (empty) array is written once,
+up front; then each worker writes the pixels of its own fields. No metadata changes after the
+plan, so workers need no lock and may run anywhere a ``dask.distributed`` cluster runs them.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from zarr.abc.store import Store
+
+from ._xarray_internals import NodeSpec, assemble_tree
+from .edit import column_name, field_nodes, image_levels, plate_with_image
+from .errors import HcsError, HcsMetadataError, HcsNotAPlateError, HcsNotFoundError
+from .metadata import _image_spec, _label_specs
+from .ngff import Plate, decode_attrs, encode_attrs
+from .store import PlateStore, join_path, run_sync
+from .write import (
+    _docs,
+    _set_all,
+    image_group_docs,
+    open_writable,
+    write_arrays,
+    write_plate,
+)
+
+__all__ = ["add_image", "create_plate", "write_field", "LOCK_NAME"]
+
+#: the lock file, inside the plate (readers ignore it)
+LOCK_NAME = ".xarray-hcs.lock"
+
+
+def _local_dir(target: Store) -> str | None:
+    from zarr.storage import LocalStore
+
+    return str(target.root) if isinstance(target, LocalStore) else None
+
+
+@contextmanager
+def _locked(target: Store, lock: bool, timeout: float) -> Any:
+    if not lock:
+        yield
+        return
+    root = _local_dir(target)
+    if root is None:
+        raise HcsError(
+            f"cannot take a cross-process lock on {target}: locks work on local file systems "
+            "only. Pass lock=False if no other process writes to this plate, or use "
+            "create_plate + write_field, which need no lock", str(target))
+    from filelock import FileLock, Timeout
+
+    os.makedirs(root, exist_ok=True)
+    try:
+        with FileLock(os.path.join(root, LOCK_NAME), timeout=timeout):
+            yield
+    except Timeout:
+        raise HcsError(f"timed out after {timeout} s waiting for the plate's lock",
+                       root) from None
+
+
+def _format(ps: PlateStore | None, version: str | None) -> tuple[int, str]:
+    if ps is not None:
+        return ps.zarr_format, ""
+    v = version or "0.5"
+    if v not in ("0.4", "0.5"):
+        raise HcsMetadataError(f"cannot write OME-NGFF {v!r}")
+    return (2 if v == "0.4" else 3), v
+
+
+def _reader(target: Store) -> PlateStore | None:
+    """A PlateStore over ``target`` if it holds a zarr group at its root, else None."""
+
+    async def probe() -> int | None:
+        if await target.exists("zarr.json"):
+            return 3
+        if await target.exists(".zattrs") or await target.exists(".zgroup"):
+            return 2
+        return None
+
+    fmt = run_sync(probe())
+    return None if fmt is None else PlateStore(target, "", fmt, str(target))
+
+
+def _read(ps: PlateStore, path: str, version: str | None) -> tuple[dict, dict] | None:
+    attrs = run_sync(ps.group_attrs(path))
+    if attrs is None:
+        return None
+    return decode_attrs(attrs, ps.zarr_format, ps.where(path), default_version=version)
+
+
+def _plate_state(target: Store, version: str | None, name: str | None
+                 ) -> tuple[PlateStore | None, dict[str, Any], dict[str, Any], int, str]:
+    ps = _reader(target)
+    zarr_format, new_version = _format(ps, version)
+    if ps is None:
+        plate = {"rows": [], "columns": [], "wells": []}
+        if name is not None:
+            plate["name"] = name
+        return None, {"version": new_version, "plate": plate}, {}, zarr_format, new_version
+    got = _read(ps, "", None)
+    if got is None or "plate" not in got[0]:
+        raise HcsNotAPlateError("holds zarr data but no plate to add images to", str(target))
+    ome, other = got
+    return ps, ome, other, zarr_format, ome["version"]
+
+
+def add_image(store: Any, row: str, column: Any, image: Any, field: str | None = None,
+              acquisition: int | None = None, acquisition_name: str | None = None,
+              levels: int | None = None, labels: Mapping[str, Any] | None = None,
+              ngff_version: str | None = None, name: str | None = None, lock: bool = True,
+              timeout: float = 120, chunks: dict[str, int] | None = None,
+              storage_options: dict[str, Any] | None = None) -> str:
+    """Add ``image`` as a new field of well ``row``/``column`` of the plate at ``store``.
+
+    Safe with many processes adding images to the same plate at once (local stores: a file
+    lock guards the metadata; pixels are written outside it). Creates the plate if ``store``
+    is empty (``ngff_version``, default 0.5; ``name``).
+
+    Parameters
+    ----------
+    store
+        Local directory (or zarr Store; non-local stores need ``lock=False``).
+    row, column, image, field, acquisition, acquisition_name, levels, labels
+        As for :meth:`HcsAccessor.add_image`.
+    lock
+        Take the plate's cross-process lock (default). False only if nobody else writes.
+    timeout
+        Seconds to wait for the lock before raising :class:`HcsError`.
+    chunks
+        Chunk edge per dimension name for the new arrays.
+
+    Returns
+    -------
+    str
+        The new field's path (``"B/03/1"``).
+    """
+    target = open_writable(store, storage_options)
+    with _locked(target, lock, timeout):
+        ps, plate_ome, plate_other, zarr_format, version = _plate_state(
+            target, ngff_version, name)
+        plate = Plate.from_dict(plate_ome["plate"], str(store))
+        col = column_name(plate, column)
+        wpath = f"{row}/{col}"
+        well = _read(ps, wpath, version) if ps is not None else None
+        _, _, fpath, acq = plate_with_image(plate_ome, well[0] if well else None, row, col,
+                                            field, acquisition, acquisition_name)
+        if field is None:  # skip numbers other writers reserved but have not listed yet
+            while _exists_group(target, join_path(wpath, fpath)):
+                fpath = str(int(fpath) + 1) if fpath.isdigit() else fpath + "0"
+        elif _exists_group(target, join_path(wpath, fpath)):
+            raise HcsMetadataError(f"field {fpath!r} already exists in well {wpath}", wpath)
+        if levels is None:
+            levels = _levels_of_plate(ps, plate, version)
+        # reserve the field: a bare group nobody lists yet
+        run_sync(_set_all(target, _docs(join_path(wpath, fpath), {}, zarr_format)))
+    full = join_path(wpath, fpath)
+    nodes: dict[str, NodeSpec | None] = {"": NodeSpec()}
+    nodes.update(field_nodes(full, image, levels, acq, version,
+                             dict(labels) if labels else None, f"{row}{col}_{fpath}"))
+    mini = assemble_tree(nodes)
+    fspec = _image_spec(mini, full, "image")
+    _label_specs(mini, fspec)
+    stored = write_arrays(target, [fspec, *fspec.labels], zarr_format, chunks)
+    if stored is not None:
+        import dask
+
+        dask.compute(stored)
+    run_sync(_set_all(target, image_group_docs(fspec, version, zarr_format)))
+    with _locked(target, lock, timeout):
+        _publish(target, wpath, fpath, acq, acquisition_name, version, zarr_format)
+    return full
+
+
+def _exists_group(target: Store, path: str) -> bool:
+    async def probe() -> bool:
+        return (await target.exists(join_path(path, "zarr.json")) or
+                await target.exists(join_path(path, ".zgroup")))
+
+    return run_sync(probe())
+
+
+def _levels_of_plate(ps: PlateStore | None, plate: Plate, version: str) -> int | None:
+    """How many levels the plate's first field has (new fields match it), if any."""
+    if ps is None:
+        return None
+    for w in plate.wells:
+        got = _read(ps, w.path, version)
+        images = (got[0].get("well") or {}).get("images", []) if got else []
+        for im in images:
+            f = _read(ps, join_path(w.path, im["path"]), version)
+            if f and f[0].get("multiscales"):
+                return len(f[0]["multiscales"][0].get("datasets", [])) or None
+    return None
+
+
+def _publish(target: Store, wpath: str, fpath: str, acq: int | None,
+             acquisition_name: str | None, version: str, zarr_format: int) -> None:
+    """List the new field: under the lock, from the documents as they are now."""
+    ps, plate_ome, plate_other, _, _ = _plate_state(target, version, None)
+    well = _read(ps, wpath, version) if ps is not None else None
+    new_plate, new_well, _, _ = plate_with_image(plate_ome, well[0] if well else None,
+                                                 *wpath.split("/"), fpath, acq,
+                                                 acquisition_name)
+    plate = Plate.from_dict(plate_ome["plate"])
+    declared = dict(new_plate)
+    if wpath not in plate.well_paths:
+        # first declare rows, columns and acquisitions, without the well: all harmless
+        declared = {**new_plate, "plate": {**new_plate["plate"], "wells": [
+            w for w in new_plate["plate"]["wells"] if w["path"] != wpath]}}
+    if declared != plate_ome:
+        run_sync(_set_all(target, _docs("", encode_attrs(declared, plate_other, version),
+                                        zarr_format)))
+    row = wpath.split("/")[0]
+    if not _exists_group(target, row):
+        run_sync(_set_all(target, _docs(row, {}, zarr_format)))
+    run_sync(_set_all(target, _docs(wpath, encode_attrs(new_well, {} if well is None
+                                                        else well[1], version), zarr_format)))
+    if declared != new_plate:  # now the well exists: list it
+        run_sync(_set_all(target, _docs("", encode_attrs(new_plate, plate_other, version),
+                                        zarr_format)))
+
+
+# ------------------------------------------------------------------------ plan, then fill
+
+
+def create_plate(store: Any, wells: Mapping[str, int | Sequence[str]] | Sequence[str],
+                 template: xr.DataArray, fields: int = 1, levels: int | None = None,
+                 labels: Mapping[str, Any] | None = None, acquisition: int | None = None,
+                 acquisition_name: str | None = None, ngff_version: str = "0.5",
+                 name: str | None = None, mode: str = "w-",
+                 chunks: dict[str, int] | None = None,
+                 storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Write a whole plate's metadata and empty arrays; return the field paths to fill.
+
+    Parameters
+    ----------
+    store
+        Where to write the plate.
+    wells
+        Well paths (``["B/03", ...]``, each with ``fields`` fields), or ``{well: n_fields}``
+        or ``{well: [field paths]}``.
+    template
+        What every field looks like: dims, shape, dtype, coordinates and channel labels
+        (its values are not written).
+    fields, levels, labels, acquisition, acquisition_name, ngff_version, name, chunks
+        As for :func:`add_image`; ``labels`` maps label names to dtypes or templates.
+    mode
+        ``"w-"`` fails if ``store`` holds data, ``"w"`` replaces it.
+
+    Returns
+    -------
+    list of str
+        The field paths, for :func:`write_field`.
+    """
+    import dask.array as da
+
+    layout: dict[str, list[str]] = {}
+    items = wells.items() if isinstance(wells, Mapping) else ((w, fields) for w in wells)
+    for w, f in items:
+        layout[str(w)] = [str(i) for i in range(f)] if isinstance(f, int) else [str(x) for x
+                                                                                  in f]
+    zeros = xr.DataArray(da.zeros(template.shape, dtype=template.dtype,
+                                  chunks=template.shape), dims=template.dims,
+                         coords=template.coords)
+    label_templates = None
+    if labels:
+        yx = zeros.isel({d: 0 for d in zeros.dims if d in ("c", "t")}, drop=True)
+        label_templates = {n: (v if isinstance(v, xr.DataArray) else
+                               xr.zeros_like(yx, dtype=np.dtype(v)))
+                           for n, v in labels.items()}
+    plate_ome: dict[str, Any] = {"version": ngff_version, "plate": {
+        "rows": [], "columns": [], "wells": [], **({"name": name} if name else {})}}
+    nodes: dict[str, NodeSpec | None] = {}
+    proto: dict[str, NodeSpec] | None = None
+    out = []
+    for wpath, fpaths in layout.items():
+        row, col = wpath.split("/")
+        well_ome = None
+        for fp in fpaths:
+            plate_ome, well_ome, fp, acq = plate_with_image(
+                plate_ome, well_ome, row, col, fp, acquisition, acquisition_name)
+            col = column_name(Plate.from_dict(plate_ome["plate"]), col)
+            full = f"{row}/{col}/{fp}"
+            if proto is None:
+                proto = field_nodes("F", zeros, levels, acq, ngff_version, label_templates)
+            for rel, spec in proto.items():
+                clone = copy.copy(spec)
+                clone.attrs = copy.deepcopy(spec.attrs)
+                if rel == "F":
+                    clone.attrs["ome"]["multiscales"][0]["name"] = full.replace("/", "_")
+                nodes[full + rel[1:]] = clone
+            out.append(full)
+        nodes[f"{row}/{col}"] = NodeSpec(attrs={"ome": well_ome})
+        nodes.setdefault(row, NodeSpec())
+    nodes[""] = NodeSpec(attrs={"ome": plate_ome})
+    write_plate(assemble_tree(nodes), store, ngff_version=ngff_version, mode=mode,
+                chunks=chunks, pixels=False, storage_options=storage_options)
+    return out
+
+
+def write_field(store: Any, field: str, image: Any, labels: Mapping[str, Any] | None = None,
+                compute: bool = True, storage_options: dict[str, Any] | None = None) -> Any:
+    """Write the pixels of one planned field (all its levels) into its existing arrays.
+
+    Touches no metadata, so any number of workers may fill different fields at once.
+    Returns None, or with ``compute=False`` the dask graph of the writes.
+
+    Raises
+    ------
+    HcsNotFoundError
+        The field (or a label) was not planned.
+    HcsMetadataError
+        The image's shape or dtype differs from the plan.
+    """
+    import dask
+    import dask.array as da
+
+    from .arrays import ZarrLevelArray
+
+    target = open_writable(store, storage_options)
+    ps = _reader(target)
+    if ps is None:
+        raise HcsNotFoundError("holds no plate", str(store))
+    sources, targets = [], []
+
+    def plan(path: str, img: Any, label: bool) -> None:
+        got = _read(ps, path, None)
+        if got is None or not got[0].get("multiscales"):
+            raise HcsNotFoundError("is not a planned image of the plate", ps.where(path))
+        datasets = got[0]["multiscales"][0]["datasets"]
+        pyramid, _ = image_levels(img, len(datasets), label=label)
+        for d, lv in zip(datasets, pyramid, strict=True):
+            info = run_sync(ps.array_info(join_path(path, d["path"])))
+            if info is None:
+                raise HcsNotFoundError("planned array is missing",
+                                       ps.where(join_path(path, d["path"])))
+            if tuple(lv.shape) != info.shape or lv.dtype != info.dtype:
+                raise HcsMetadataError(
+                    f"image level {d['path']} has shape {tuple(lv.shape)} {lv.dtype}, the plan "
+                    f"has {info.shape} {info.dtype}", ps.where(path))
+            sources.append(lv.data.rechunk(info.chunks))
+            targets.append(ZarrLevelArray(ps, info).array)
+
+    plan(field, image, False)
+    for lname, lab in (labels or {}).items():
+        plan(join_path(field, "labels", lname), lab, True)
+    stored = da.store(sources, targets, lock=False, compute=False)
+    if not compute:
+        return stored
+    dask.compute(stored)
+    return None

@@ -183,7 +183,7 @@ def add_image(store: Any, row: str, column: Any, image: Any, field: str | None =
         dask.compute(stored)
     run_sync(_set_all(target, image_group_docs(fspec, version, zarr_format)))
     with _locked(target, lock, timeout):
-        _publish(target, wpath, fpath, acq, acquisition_name, version, zarr_format)
+        _publish(target, wpath, fpath, acq, acquisition_name, version, zarr_format, name)
     return full
 
 
@@ -210,9 +210,10 @@ def _levels_of_plate(ps: PlateStore | None, plate: Plate, version: str) -> int |
 
 
 def _publish(target: Store, wpath: str, fpath: str, acq: int | None,
-             acquisition_name: str | None, version: str, zarr_format: int) -> None:
+             acquisition_name: str | None, version: str, zarr_format: int,
+             name: str | None) -> None:
     """List the new field: under the lock, from the documents as they are now."""
-    ps, plate_ome, plate_other, _, _ = _plate_state(target, version, None)
+    ps, plate_ome, plate_other, _, _ = _plate_state(target, version, name)
     well = _read(ps, wpath, version) if ps is not None else None
     new_plate, new_well, _, _ = plate_with_image(plate_ome, well[0] if well else None,
                                                  *wpath.split("/"), fpath, acq,

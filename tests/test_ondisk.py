@@ -1,0 +1,156 @@
+"""On-disk editing: add_image from many processes at once, writers killed at random points,
+and the lock-free plan-then-fill pair."""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+import xarray_hcs
+from xarray_hcs.errors import HcsError, HcsMetadataError, HcsNotFoundError
+
+WRITER = Path(__file__).parent / "_writer_proc.py"
+
+
+def _img(value: int = 1, shape=(2, 1, 16, 16)) -> xr.DataArray:
+    return xr.DataArray(np.full(shape, value, dtype="uint16"), dims=("c", "z", "y", "x"),
+                        coords={"c": ["DAPI", "GFP"], "x": np.arange(shape[-1]) * 0.5,
+                                "y": np.arange(shape[-2]) * 0.5})
+
+
+def _consistent(plate: Path) -> xr.DataTree:
+    """The plate opens strictly, and every listed image's every level is readable."""
+    dt = xr.open_datatree(plate, engine="ome-hcs", validate=True)
+    for fp in dt.hcs.field_paths:
+        for lv in dt[fp].children:
+            if lv != "labels":
+                assert dt[f"{fp}/{lv}"]["image"].values.min() > 0, fp
+    return dt
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_add_image_creates_and_extends_a_plate(tmp_path, version):
+    p = tmp_path / "plate.zarr"
+    assert xarray_hcs.add_image(p, "B", 3, _img(5), ngff_version=version,
+                                name="screen 1", levels=2) == "B/3/0"
+    assert xarray_hcs.add_image(p, "B", "3", _img(6)) == "B/3/1"
+    lab = xr.DataArray(np.ones((1, 16, 16), "uint32"), dims=("z", "y", "x"))
+    assert xarray_hcs.add_image(p, "A", 10, _img(7), acquisition=2, acquisition_name="late",
+                                labels={"nuclei": lab}) == "A/10/0"
+    dt = _consistent(p)
+    assert dt.hcs.version == version
+    assert dt.hcs.rows == ["A", "B"] and dt.hcs.columns == ["3", "10"]
+    assert dt.hcs.field_paths == ["A/10/0", "B/3/0", "B/3/1"]
+    assert [(a.id, a.name) for a in dt.hcs.acquisitions] == [(2, "late")]
+    assert int(dt["B/3/1/0"]["image"].max()) == 6
+    assert list(dt["A/10/0/labels"].children) == ["nuclei"]
+    assert dt.attrs["ome"]["plate"]["name"] == "screen 1"
+    # level 1: 2x2 means, so pixel centres move by half a level-0 pixel
+    np.testing.assert_allclose(dt["B/3/0/1"].to_dataset().x.values[:2], [0.25, 1.25])
+
+
+def test_add_image_into_a_read_plate_keeps_its_style(fresh_plate):
+    p = fresh_plate("0.5")
+    path = xarray_hcs.add_image(p, "C", 4, _img(9, (2, 1, 16, 16)))
+    assert path == "C/04/0"  # the plate's zero-padded columns
+    dt = _consistent(p)
+    assert len(dt[path].children) == 2  # as many levels as the plate's fields
+
+
+def test_add_image_bad_input(tmp_path, fresh_plate):
+    p = fresh_plate("0.5")
+    with pytest.raises(HcsMetadataError, match="already has a field '0'"):
+        xarray_hcs.add_image(p, "A", 1, _img(), field="0")
+    with pytest.raises(HcsError, match="alphanumeric"):
+        xarray_hcs.add_image(p, "A/../..", 1, _img())
+    with pytest.raises(HcsError, match="alphanumeric"):
+        xarray_hcs.add_image(p, "A", 1, _img(), field="../x")
+    bad = _img().rename({"z": "q"})
+    with pytest.raises(HcsMetadataError, match="not among"):
+        xarray_hcs.add_image(p, "A", 1, bad)
+    before = sorted(str(x) for x in tmp_path.rglob("*"))
+    with pytest.raises(HcsError, match="cross-process lock"):
+        xarray_hcs.add_image(zarr.storage.MemoryStore(), "A", 1, _img())
+    assert sorted(str(x) for x in tmp_path.rglob("*")) == before
+    mem = zarr.storage.MemoryStore()
+    assert xarray_hcs.add_image(mem, "A", 1, _img(), lock=False) == "A/1/0"
+    assert xarray_hcs.open_plate(mem).hcs.field_paths == ["A/1/0"]
+
+
+def test_eight_processes_add_two_hundred_images(tmp_path):
+    p = tmp_path / "plate.zarr"
+    xarray_hcs.add_image(p, "A", 1, _img(1), levels=2)  # the plate exists before the race
+    procs = [subprocess.Popen([sys.executable, str(WRITER), str(p), str(w), "25"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for w in range(1, 9)]
+    for pr in procs:
+        out, err = pr.communicate(timeout=600)
+        assert pr.returncode == 0, err.decode()[-2000:]
+    dt = _consistent(p)
+    assert len(dt.hcs.field_paths) == 201
+    seen = sorted(int(dt[f"{fp}/0"]["image"].values.flat[0]) for fp in dt.hcs.field_paths)
+    assert seen == sorted([1] + [w * 1000 + i + 1 for w in range(1, 9) for i in range(25)])
+    counts = {w: len(dt[w].attrs["ome"]["well"]["images"]) for w in dt.hcs.wells}
+    assert sum(counts.values()) == 201 and set(dt.hcs.wells) == {"A/1", "A/2", "B/1", "B/2"}
+
+
+def test_writers_killed_at_random_points_leave_a_consistent_plate(tmp_path):
+    p = tmp_path / "plate.zarr"
+    xarray_hcs.add_image(p, "A", 1, _img(1), levels=2)
+    rng = random.Random(7)
+    kills = 0
+    listed = 1
+    while kills < 20:
+        pr = subprocess.Popen([sys.executable, str(WRITER), str(p), str(kills + 1), "50",
+                               "A/1", "C/7"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.8, 2.5))  # the interpreter starts, then writes
+        pr.send_signal(signal.SIGKILL)
+        pr.wait()
+        kills += 1
+        dt = _consistent(p)
+        assert len(dt.hcs.field_paths) >= listed  # nothing listed before is lost
+        listed = len(dt.hcs.field_paths)
+    assert listed > 1  # the writers did get images in between the kills
+    # and the plate still takes new images after all that
+    assert xarray_hcs.add_image(p, "A", 1, _img(3)).startswith("A/1/")
+
+
+def _fill(args: tuple[str, str, int]) -> str:
+    plate, field, value = args
+    xarray_hcs.write_field(plate, field, _img(value),
+                           labels={"nuclei": xr.DataArray(np.full((1, 16, 16), value, "uint32"),
+                                                          dims=("z", "y", "x"))})
+    return field
+
+
+def test_plan_then_fill_from_worker_processes(tmp_path):
+    p = tmp_path / "plan.zarr"
+    wells = {f"{r}/{c}": 3 for r in "AB" for c in ("01", "02", "03")}
+    fields = xarray_hcs.create_plate(p, wells, _img(), levels=2, labels={"nuclei": "uint32"},
+                                     acquisition=1, acquisition_name="run")
+    assert len(fields) == 18 and fields[0] == "A/01/0"
+    planned = xr.open_datatree(p, engine="ome-hcs", validate=True)
+    assert planned.hcs.field_paths == fields  # the plan is a valid, complete plate
+    # spawn, not fork: forking a process that runs zarr's event-loop thread can deadlock
+    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as ex:
+        done = list(ex.map(_fill, [(str(p), f, i + 1) for i, f in enumerate(fields)]))
+    assert done == fields
+    dt = _consistent(p)
+    for i, f in enumerate(fields):
+        assert int(dt[f"{f}/1"]["image"].min()) == i + 1
+        assert int(dt[f"{f}/labels/nuclei/0"]["labels"].max()) == i + 1
+    with pytest.raises(HcsMetadataError, match="the plan has"):
+        xarray_hcs.write_field(p, fields[0], _img(1, (2, 1, 8, 8)))
+    with pytest.raises(HcsNotFoundError, match="not a planned image"):
+        xarray_hcs.write_field(p, "Z/9/0", _img())

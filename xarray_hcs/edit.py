@@ -355,6 +355,10 @@ def plate_with_image(plate_ome: dict[str, Any], well_ome: dict[str, Any] | None,
     acqs = [a.to_dict() for a in plate.acquisitions]
     if acquisition is None and len(plate.acquisitions) == 1:
         acquisition = plate.acquisitions[0].id
+    if acquisition is None and len(plate.acquisitions) > 1:
+        raise HcsMetadataError(
+            f"the plate has {len(plate.acquisitions)} acquisitions "
+            f"({list(plate.acquisition_ids)}): pass acquisition= (the spec requires it)", wpath)
     if acquisition is not None:
         if not isinstance(acquisition, int) or isinstance(acquisition, bool):
             raise HcsMetadataError(f"acquisition must be an integer id, got {acquisition!r}")

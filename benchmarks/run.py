@@ -44,11 +44,14 @@ P1_V04 = SamplePlate(rows=8, columns=12, fields=4, levels=3, shape_zyx=(1, 256, 
 P2_PLATE = SamplePlate(rows=8, columns=12, fields=4, levels=1, shape_zyx=(1, 512, 512),
                        version="0.5", chunk_yx=512)
 P6_PLATE = dataclasses.replace(P2_PLATE, rows=16, columns=24)
+P3_PLATE = dataclasses.replace(P2_PLATE, levels=3)
 QUICK = {
     "P1_BIG": dataclasses.replace(P1_BIG, rows=8, columns=12, fields=4),
     "P1_V04": dataclasses.replace(P1_V04, rows=4, columns=6),
     "P2_PLATE": dataclasses.replace(P2_PLATE, rows=4, columns=6, shape_zyx=(1, 256, 256)),
     "P6_PLATE": dataclasses.replace(P2_PLATE, rows=8, columns=6, shape_zyx=(1, 256, 256)),
+    "P3_PLATE": dataclasses.replace(P2_PLATE, rows=2, columns=6, levels=3,
+                                    shape_zyx=(1, 256, 256)),
 }
 
 
@@ -256,6 +259,97 @@ def ngio_read_reduce(p: Path) -> np.ndarray:
     return np.stack(out)
 
 
+# ----------------------------------------------------------------------------- writing (P3)
+
+
+def _fields(p: Path) -> list[tuple[str, list[str]]]:
+    """(field path, level paths) of every field, from the metadata (plain zarr)."""
+    import zarr
+
+    root = zarr.open_group(p, mode="r")
+    ome = root.attrs.get("ome", root.attrs)
+    out = []
+    for w in ome["plate"]["wells"]:
+        wg = root[w["path"]]
+        for im in wg.attrs.get("ome", wg.attrs)["well"]["images"]:
+            fp = f"{w['path']}/{im['path']}"
+            fg = root[fp]
+            ms = fg.attrs.get("ome", fg.attrs)["multiscales"][0]
+            out.append((fp, [d["path"] for d in ms["datasets"]]))
+    return out
+
+
+def ours_write(src: Path, dst: Path) -> None:
+    import xarray as xr
+
+    xr.open_datatree(src, engine="ome-hcs").hcs.to_zarr(dst, mode="w")
+
+
+def raw_copy(src: Path, dst: Path, threads: int = 4) -> None:
+    """Plain zarr: create every level array alike in ``dst`` and copy it, with threads."""
+    import shutil
+
+    import zarr
+
+    shutil.rmtree(dst, ignore_errors=True)
+    s = zarr.open_group(src, mode="r")
+    d = zarr.open_group(dst, mode="w", zarr_format=s.metadata.zarr_format)
+    paths = [f"{fp}/{lv}" for fp, levels in _fields(src) for lv in levels]
+
+    def one(path: str) -> None:
+        a = s[path]
+        b = d.create_array(path, shape=a.shape, chunks=a.chunks, dtype=a.dtype,
+                           compressors=a.compressors, fill_value=a.fill_value)
+        b[...] = a[...]
+
+    with ThreadPoolExecutor(threads) as ex:
+        list(ex.map(one, paths))
+
+
+def ngff_zarr_write(src: Path, dst: Path) -> None:
+    """ngff-zarr's HCSPlateWriter: each field's level 0, pyramid by ngff-zarr."""
+    import shutil
+
+    import ngff_zarr as nz
+    import zarr
+
+    shutil.rmtree(dst, ignore_errors=True)
+    root = zarr.open_group(src, mode="r")
+    ome = root.attrs.get("ome", root.attrs)["plate"]
+    meta = nz.Plate(columns=[nz.PlateColumn(name=c["name"]) for c in ome["columns"]],
+                    rows=[nz.PlateRow(name=r["name"]) for r in ome["rows"]],
+                    wells=[nz.PlateWell(path=w["path"], rowIndex=w["rowIndex"],
+                                        columnIndex=w["columnIndex"]) for w in ome["wells"]],
+                    version="0.5")
+    with nz.hcs.HCSPlateWriter(str(dst), meta, version="0.5") as writer:
+        for fp, levels in _fields(src):
+            r, c, f = fp.split("/")
+            a = root[f"{fp}/{levels[0]}"][:, 0]  # ngff-zarr's pyramid wants z > 1 or no z
+            img = nz.to_ngff_image(a, dims=["c", "y", "x"], scale={"y": 0.65, "x": 0.65})
+            ms = nz.to_multiscales(img, scale_factors=[2 ** i for i in range(1, len(levels))])
+            writer.write_well_image(ms, row_name=r, column_name=c, field_index=int(f))
+
+
+def ngio_write(src: Path, dst: Path) -> None:
+    """ngio: an empty plate, add_image per field, create_ome_zarr_from_array into it."""
+    import shutil
+
+    import ngio
+    import zarr
+
+    shutil.rmtree(dst, ignore_errors=True)
+    root = zarr.open_group(src, mode="r")
+    plate_ = ngio.create_empty_plate(str(dst), name="bench", ngff_version="0.5",
+                                     overwrite=True)
+    for fp, levels in _fields(src):
+        r, c, f = fp.split("/")
+        plate_.add_image(r, c, image_path=f)
+        ngio.create_ome_zarr_from_array(
+            store=plate_.get_image_store(r, c, f), array=root[f"{fp}/{levels[0]}"][...],
+            pixelsize=0.65, z_spacing=2.0, levels=len(levels), axes_names=["c", "z", "y", "x"],
+            ngff_version="0.5", overwrite=True)
+
+
 # ----------------------------------------------------------------------------- harness
 
 
@@ -305,10 +399,11 @@ def run(only: set[str] | None, quick: bool, repeat: int) -> list[Result]:
     def want(name: str) -> bool:
         return only is None or name in only
 
-    def add(workload: str, library: str, fn: Callable[[], Any], **kw: Any) -> None:
+    def add(workload: str, library: str, fn: Callable[[], Any], times: int | None = None,
+            **kw: Any) -> None:
         print(f"  {workload:4s} {library} ...", file=sys.stderr, flush=True)
         try:
-            secs = timed(fn, repeat)
+            secs = timed(fn, times or repeat)
             res.append(Result(workload, library, secs, **kw))
         except Exception as e:  # a peer that cannot read a plate is a result too
             res.append(Result(workload, library, float("nan"), note=f"failed: {e!r}"[:80],
@@ -327,6 +422,19 @@ def run(only: set[str] | None, quick: bool, repeat: int) -> list[Result]:
             add(w, "xarray_hcs open_plate (dask)", lambda p=p: ours_open_plate(p))
             add(w, "ngff-zarr walk", lambda p=p: ngff_zarr_walk(p), peer=True)
             add(w, "ngio walk", lambda p=p: ngio_walk(p), peer=True)
+    if want("P1x"):
+        import xarray as xr
+
+        lay = layouts["P1_BIG"]
+        p = plate("P1_BIG", lay)
+        w = f"P1x on the open {lay.rows * lay.columns}x{lay.fields}x{lay.levels} tree"
+        names = [f"{r}/{c}" for r in lay.row_names[:2] for c in lay.column_names[:12]]
+        add(w, "open (P1, xr.open_datatree)", lambda: ours_open_datatree(p), baseline=True)
+        tree = xr.open_datatree(p, engine="ome-hcs")
+        add(w, "dt.hcs.sel(wells=24 wells)", lambda: tree.hcs.sel(wells=names))
+        add(w, "dt.hcs.sel(acquisition=0)", lambda: tree.hcs.sel(acquisition=0))
+        add(w, "repr(dt)", lambda: repr(tree))
+        add(w, "dt.hcs.summary()", lambda: tree.hcs.summary())
     if want("P1s"):
         lay = layouts["P1_BIG"]
         p = plate("P1_BIG", lay)
@@ -351,6 +459,16 @@ def run(only: set[str] | None, quick: bool, repeat: int) -> list[Result]:
         add(w, "xarray_hcs per-field arrays + dask", lambda: ours_read_reduce(p))
         add(w, "ngff-zarr loop", lambda: ngff_zarr_read_reduce(p), peer=True)
         add(w, "ngio loop", lambda: ngio_read_reduce(p), peer=True)
+    if want("P3"):
+        lay = layouts["P3_PLATE"]
+        src = plate("P3_PLATE", lay)
+        dst = PLATES / "_out.zarr"
+        w = f"P3 write {lay.rows * lay.columns}x{lay.fields}x{lay.levels} with pixels"
+        add(w, "plain zarr copy, threads", lambda: raw_copy(src, dst), baseline=True)
+        add(w, "xarray_hcs dt.hcs.to_zarr", lambda: ours_write(src, dst))
+        add(w, "ngff-zarr HCSPlateWriter", lambda: ngff_zarr_write(src, dst), peer=True,
+            times=1)
+        add(w, "ngio create + add_image", lambda: ngio_write(src, dst), peer=True, times=1)
     if want("P6"):
         lay = layouts["P6_PLATE"]
         p = plate("P6_PLATE", lay)
@@ -411,7 +529,8 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run")
     ap.add_argument("--quick", action="store_true", help="small plates, one minute")
-    ap.add_argument("--only", default=None, help="comma-separated workloads: P1,P1s,P2,P6")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated workloads: P1,P1x,P1s,P2,P3,P6")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-save", action="store_true", help="do not write docs/performance.md")
     args = ap.parse_args(argv)

@@ -38,16 +38,29 @@ def test_intermediate_nodes_are_created():
     assert fast["a/b/c"]["v"].values.tolist() == [0, 1, 2]
 
 
-def test_open_datatree_returns_a_plain_datatree(plate):
+def test_open_datatree_returns_a_plate_tree(plate):
     dt = xr.open_datatree(plate, engine="ome-hcs")
-    assert type(dt) is xr.DataTree
+    assert type(dt) is xi.HcsTree and isinstance(dt, xr.DataTree)
     # operations on it behave as on any tree
-    assert type(dt.map_over_datasets(lambda ds: ds)) is xr.DataTree
+    assert isinstance(dt.map_over_datasets(lambda ds: ds), xr.DataTree)
+    xr.testing.assert_identical(dt.copy(), dt)
+
+
+def test_repr_is_abridged_on_large_trees(plate, monkeypatch):
+    dt = xr.open_datatree(plate, engine="ome-hcs")
+    full = repr(xr.DataTree.from_dict({n.path: n.to_dataset(inherit=False)
+                                       for n in dt.subtree}))
+    assert repr(dt) == full  # small trees: xarray's own repr
+    monkeypatch.setattr(xi.HcsTree, "FULL_REPR_NODES", 20)
+    short = repr(dt)
+    assert short.startswith(f"<{len(list(dt.subtree))} nodes: 2 children shown")
+    assert len(short) < len(full)
+    assert "nodes: 2 children" in dt._repr_html_()
 
 
 def test_map_over_datasets_on_a_marked_tree_takes_the_public_path(plate):
     tree = xi.mark_indexed(xarray_hcs.open_plate(plate, chunks=None))
     out = tree.map_over_datasets(lambda ds: ds.isel(x=slice(0, 2)) if "x" in ds.dims else ds)
-    assert type(out) is xr.DataTree
+    assert isinstance(out, xr.DataTree)
     fp = out.hcs.field_paths[0]
     assert out[fp + "/0"].sizes["x"] == 2

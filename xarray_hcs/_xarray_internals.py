@@ -22,7 +22,8 @@ import xarray as xr
 from xarray import DataTree, Variable
 from xarray.core.indexes import Index
 
-__all__ = ["NodeSpec", "assemble_tree", "fast_path_available", "mark_indexed", "spec_of"]
+__all__ = ["HcsTree", "NodeSpec", "assemble_tree", "fast_path_available", "mark_indexed",
+           "spec_of"]
 
 _SLOTS = ("_name", "_parent", "_children", "_data_variables", "_node_coord_variables",
           "_node_dims", "_node_indexes", "_attrs", "_encoding", "_close")
@@ -33,7 +34,8 @@ class NodeSpec:
     """The content of one tree node, already consistent with its ancestors.
 
     ``coord_vars`` hold only this node's own coordinates (never one inherited from a parent);
-    every dimension coordinate has its index in ``indexes``.
+    every dimension coordinate has its index in ``indexes``. A spec is used for one tree: the
+    node takes its dicts over, so make a new spec (see :func:`spec_of`) for each tree.
     """
 
     data_vars: dict[str, Variable] = field(default_factory=dict)
@@ -68,17 +70,17 @@ def _new_node(name: str | None, parent: DataTree | None, spec: NodeSpec | None) 
         node._node_indexes = {}
         node._attrs = None
         node._encoding = None
-    else:
+    else:  # the node takes the spec's dicts over: specs are made for one tree
         dims: dict[Any, int] = {}
         for var in (*spec.coord_vars.values(), *spec.data_vars.values()):
             for d, n in zip(var.dims, var.shape, strict=True):
                 dims[d] = n
-        node._data_variables = dict(spec.data_vars)
-        node._node_coord_variables = dict(spec.coord_vars)
+        node._data_variables = spec.data_vars
+        node._node_coord_variables = spec.coord_vars
         node._node_dims = dims
-        node._node_indexes = dict(spec.indexes)
-        node._attrs = dict(spec.attrs) if spec.attrs else None
-        node._encoding = dict(spec.encoding) if spec.encoding else None
+        node._node_indexes = spec.indexes
+        node._attrs = spec.attrs or None
+        node._encoding = spec.encoding or None
     if parent is not None:
         parent._children[name] = node  # type: ignore[index]
     return node
@@ -103,9 +105,12 @@ def assemble_tree(nodes: Mapping[str, NodeSpec | None], *, fast: bool | None = N
         fast = fast_path_available()
     norm = {p.strip("/"): s for p, s in nodes.items()}
     if not fast:
-        return DataTree.from_dict(
+        tree = DataTree.from_dict(
             {"/" + p: (s.dataset() if s is not None else None) for p, s in norm.items()})
+        tree.__class__ = HcsTree
+        return tree
     root = _new_node(None, None, norm.get(""))
+    root.__class__ = HcsTree
     made: dict[str, DataTree] = {"": root}
     for path in sorted((p for p in norm if p), key=_depth):
         parent_path, _, name = path.rpartition("/")
@@ -134,27 +139,71 @@ def _default_index_mapper() -> Callable[..., Any] | None:
     return _maybe_create_default_indexes
 
 
-class _IndexedTree(DataTree):
+class HcsTree(DataTree):
+    """A plate's DataTree: the same as any, but its repr stays short and quick.
+
+    xarray's repr renders every shown node (up to ``display_max_children`` per level, 12 by
+    default): about 6 s for a 384-well plate. Above a few hundred nodes this repr shows a
+    one-line summary and two children per node; ``dt.hcs.summary()`` says more.
+    """
+
+    __slots__ = ()
+
+    #: above this many nodes the repr is abridged
+    FULL_REPR_NODES = 300
+    #: children shown per node when abridged
+    ABRIDGED_CHILDREN = 2
+
+    def _abridged(self) -> tuple[str, int] | None:
+        n = 0
+        for _ in self.subtree:
+            n += 1
+            if n > self.FULL_REPR_NODES:
+                break
+        if n <= self.FULL_REPR_NODES:
+            return None
+        total = sum(1 for _ in self.subtree)
+        return (f"<{total} nodes: {self.ABRIDGED_CHILDREN} children shown per node; "
+                "dt.hcs.summary() describes the plate>", total)
+
+    def __repr__(self) -> str:
+        short = self._abridged()
+        if short is None:
+            return super().__repr__()
+        with xr.set_options(display_max_children=self.ABRIDGED_CHILDREN):
+            return short[0] + "\n" + super().__repr__()
+
+    def _repr_html_(self) -> str:
+        short = self._abridged()
+        if short is None:
+            return super()._repr_html_()
+        import html
+
+        with xr.set_options(display_max_children=self.ABRIDGED_CHILDREN):
+            return f"<p>{html.escape(short[0])}</p>" + super()._repr_html_()
+
+
+class _IndexedTree(HcsTree):
     """A freshly built backend tree whose every dimension coordinate already has an index.
 
     ``xr.open_datatree`` maps ``_maybe_create_default_indexes`` over the backend's tree; on
     ours that is a no-op that costs a full tree rebuild, so we answer it by handing back the
-    same tree, now a plain ``DataTree``. Any other mapping takes the ordinary path.
+    same tree, now an :class:`HcsTree`. Any other mapping takes the ordinary path.
     """
 
     __slots__ = ()
 
     def map_over_datasets(self, func: Any, *args: Any, kwargs: Any = None) -> Any:
+        self.__class__ = HcsTree
         if func is _default_index_mapper() and not args and not kwargs:
-            self.__class__ = DataTree
             return self
-        self.__class__ = DataTree
         return DataTree.map_over_datasets(self, func, *args, kwargs=kwargs)
 
 
 def mark_indexed(tree: DataTree) -> DataTree:
     """Let ``xr.open_datatree`` skip its default-index pass on ``tree`` (see ``_IndexedTree``)."""
-    if fast_path_available() and _default_index_mapper() is not None and type(tree) is DataTree:
+    if fast_path_available() and _default_index_mapper() is not None and type(tree) in (
+            DataTree, HcsTree):
         tree.__class__ = _IndexedTree
     return tree
 

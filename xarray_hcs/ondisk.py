@@ -300,9 +300,10 @@ def create_plate(store: Any, wells: Mapping[str, int | Sequence[str]] | Sequence
             full = f"{row}/{col}/{fp}"
             if proto is None:
                 proto = field_nodes("F", zeros, levels, acq, ngff_version, label_templates)
-            for rel, spec in proto.items():
-                clone = copy.copy(spec)
-                clone.attrs = copy.deepcopy(spec.attrs)
+            for rel, spec in proto.items():  # each node owns its dicts (see NodeSpec)
+                clone = NodeSpec(dict(spec.data_vars), dict(spec.coord_vars),
+                                 dict(spec.indexes), copy.deepcopy(spec.attrs),
+                                 dict(spec.encoding))
                 if rel == "F":
                     clone.attrs["ome"]["multiscales"][0]["name"] = full.replace("/", "_")
                 nodes[full + rel[1:]] = clone

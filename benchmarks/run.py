@@ -55,7 +55,7 @@ QUICK = {
 }
 
 
-def plate(name: str, layout: SamplePlate) -> Path:
+def _plate(name: str, layout: SamplePlate) -> Path:
     """The plate for ``layout``, written once and reused while its layout is unchanged."""
     key = json.dumps(dataclasses.asdict(layout), sort_keys=True)
     path = PLATES / f"{name}.zarr"
@@ -391,9 +391,13 @@ def peak_rss(expr: str) -> tuple[float, float]:
 
 
 def run(only: set[str] | None, quick: bool, repeat: int) -> list[Result]:
-    layouts = {"P1_BIG": P1_BIG, "P1_V04": P1_V04, "P2_PLATE": P2_PLATE, "P6_PLATE": P6_PLATE}
+    layouts = {"P1_BIG": P1_BIG, "P1_V04": P1_V04, "P2_PLATE": P2_PLATE, "P6_PLATE": P6_PLATE,
+               "P3_PLATE": P3_PLATE}
     if quick:
         layouts = QUICK
+
+    def plate(name: str, layout: SamplePlate) -> Path:  # quick runs keep their own plates
+        return _plate(f"quick-{name}" if quick else name, layout)
     res: list[Result] = []
 
     def want(name: str) -> bool:

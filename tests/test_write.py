@@ -182,6 +182,17 @@ def test_bad_trees_write_nothing(plate, tmp_path):
     bad2[f"{fp}/0"] = ds.assign_coords(x=ds.x.values ** 2)
     with pytest.raises(HcsMetadataError, match="not evenly spaced"):
         bad2.hcs.to_zarr(out)
+    bad3 = dt.copy()
+    ds = bad3[f"{fp}/1"].to_dataset(inherit=False)
+    bad3[f"{fp}/1"] = ds.assign(image=ds["image"].astype("float32"))
+    with pytest.raises(HcsMetadataError, match="different dtypes"):
+        bad3.hcs.to_zarr(out)
+    bad4 = dt.copy()
+    level0 = bad4[f"{fp}/0"].to_dataset(inherit=False)
+    bad4[f"{fp}/0"] = level0.isel(x=slice(0, 4))  # now narrower than level 1
+    with pytest.raises(HcsMetadataError, match="is larger than level"):
+        bad4.hcs.to_zarr(out)
+    assert not out.exists() or not any(out.iterdir())
     for target in ("plate.ozx", "plate.zip"):
         with pytest.raises(HcsError, match="not supported"):
             dt.hcs.to_zarr(tmp_path / target)

@@ -148,6 +148,14 @@ def _image_spec(tree: xr.DataTree, path: str, var_name: str) -> ImageSpec:
         datasets.append({"path": lv.path, "coordinateTransformations": cts, **ds_entry})
     if not levels:
         raise HcsMetadataError("image has no level left to write", node.path)
+    dtypes = {str(lv.variable.dtype) for lv in levels}
+    if len(dtypes) > 1:
+        raise HcsMetadataError(f"levels have different dtypes {sorted(dtypes)}: all levels of "
+                               "an image must share one", node.path)
+    for a, b in zip(levels, levels[1:], strict=False):
+        if any(nb > na for na, nb in zip(a.variable.shape, b.variable.shape, strict=True)):
+            raise HcsMetadataError(f"level {b.path!r} {b.variable.shape} is larger than level "
+                                   f"{a.path!r} {a.variable.shape}", node.path)
     new_ms = {k: v for k, v in ms_list[0].items() if k not in ("datasets", "version")}
     new_ms["datasets"] = datasets
     ome["multiscales"] = [new_ms, *ms_list[1:]]

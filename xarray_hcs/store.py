@@ -228,6 +228,13 @@ class PlateStore:
             return False, None
         return True, self.consolidated.get(key)
 
+    async def _doc(self, path: str, name: str) -> Any | None:
+        """The document ``name`` of node ``path``: known already, or read (None if absent)."""
+        found, doc = self._consolidated_doc(path, name)
+        if found:
+            return doc
+        return await self._get_json(join_path(self.root, path, name))
+
     # -- nodes --------------------------------------------------------------------------
 
     async def group_attrs(self, path: str) -> dict[str, Any] | None:
@@ -235,11 +242,8 @@ class PlateStore:
 
         A zarr v2 group without ``.zattrs`` reads as absent: every OME node has attributes.
         """
-        full = join_path(self.root, path)
         if self.zarr_format == 3:
-            found, doc = self._consolidated_doc(path, "zarr.json")
-            if not found:
-                doc = await self._get_json(join_path(full, "zarr.json"))
+            doc = await self._doc(path, "zarr.json")
             if doc is None:
                 return None
             if not isinstance(doc, dict):
@@ -249,9 +253,7 @@ class PlateStore:
                                        self.where(path))
             attrs = doc.get("attributes", {})
         else:
-            found, attrs = self._consolidated_doc(path, ".zattrs")
-            if not found:
-                attrs = await self._get_json(join_path(full, ".zattrs"))
+            attrs = await self._doc(path, ".zattrs")
             if attrs is None:
                 return None
         if not isinstance(attrs, dict):
@@ -260,26 +262,20 @@ class PlateStore:
 
     async def array_info(self, path: str) -> ArrayInfo | None:
         """Shape, dtype, chunks and metadata document of the array at ``path``; None if absent."""
-        full = join_path(self.root, path)
         if self.zarr_format == 3:
-            found, doc = self._consolidated_doc(path, "zarr.json")
-            if not found:
-                doc = await self._get_json(join_path(full, "zarr.json"))
+            doc = await self._doc(path, "zarr.json")
             if doc is None:
                 return None
         else:
-            found, doc = self._consolidated_doc(path, ".zarray")
-            if found:
-                attrs = self._consolidated_doc(path, ".zattrs")[1]
-            else:
-                doc, attrs = await asyncio.gather(self._get_json(join_path(full, ".zarray")),
-                                                  self._get_json(join_path(full, ".zattrs")))
+            doc, attrs = await asyncio.gather(self._doc(path, ".zarray"),
+                                              self._doc(path, ".zattrs"))
             if doc is None:
                 return None
             if not isinstance(doc, dict):
                 raise HcsMetadataError(".zarray must be a JSON object", self.where(path))
             doc = {**doc, "attributes": attrs if isinstance(attrs, dict) else {}}
-        return _parse_array_doc(doc, self.zarr_format, full, self.where(path))
+        return _parse_array_doc(doc, self.zarr_format, join_path(self.root, path),
+                                self.where(path))
 
     def zarr_array(self, info: ArrayInfo) -> zarr.Array:
         """A zarr Array built from ``info`` without another metadata read."""

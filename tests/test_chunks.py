@@ -96,3 +96,43 @@ def test_plate_reads_use_the_reader_and_agree(fresh_plate, version):
         backend = var._data.array
         assert backend.reader is not None
         np.testing.assert_array_equal(var.values, root[f"{fp}/0"][...])
+
+
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(arrays(), st.booleans())
+def test_writer_output_reads_in_zarr(tmp_path_factory, spec, with_fill):
+    import dask.array as da
+
+    from xarray_hcs._chunks import ChunkWriter
+
+    shape, chunks, dtype, fmt, codec, sep, _ = spec
+    path = tmp_path_factory.mktemp("w") / "g.zarr"
+    g = zarr.open_group(path, mode="w", zarr_format=fmt)
+    kw = {}
+    if fmt == 3:
+        dtype = dtype.replace(">", "")
+        kw["compressors"] = [codec] if codec else None
+        kw["chunk_key_encoding"] = {"name": "default", "configuration": {"separator": sep}}
+    else:
+        kw["compressors"] = codec
+        kw["chunk_key_encoding"] = {"name": "v2", "separator": sep}
+    a = g.create_array("a", shape=shape, chunks=chunks, dtype=dtype, fill_value=0, **kw)
+    data = (np.arange(np.prod(shape)).reshape(shape) % 7).astype(a.dtype)
+    if with_fill:
+        data[tuple(slice(0, c) for c in chunks)] = 0  # a chunk of fill values: not written
+    writer = ChunkWriter.for_array(str(path / "a"), a.metadata.to_dict(), fmt)
+    assert writer is not None
+    da.store(da.from_array(data, chunks=chunks), writer, lock=False)
+    np.testing.assert_array_equal(zarr.open_array(path / "a", mode="r")[...], data)
+    assert not list((path / "a").rglob("*.partial"))
+
+
+def test_writer_refuses_unaligned_blocks(tmp_path):
+    from xarray_hcs._chunks import ChunkWriter
+
+    g = zarr.open_group(tmp_path / "g.zarr", mode="w")
+    a = g.create_array("a", shape=(8, 8), chunks=(4, 4), dtype="u1", fill_value=0)
+    writer = ChunkWriter.for_array(str(tmp_path / "g.zarr/a"), a.metadata.to_dict(), 3)
+    with pytest.raises(ValueError, match="not aligned"):
+        writer[(slice(2, 6), slice(0, 4))] = np.ones((4, 4), "u1")

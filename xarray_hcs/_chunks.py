@@ -19,10 +19,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ChunkReader"]
+__all__ = ["ChunkReader", "ChunkWriter"]
 
 _V3_COMPRESSORS = {"zstd", "blosc", "gzip"}
 _V2_COMPRESSORS = {"zstd", "blosc", "gzip", "zlib", "lz4", "bz2", "lzma"}
+
+
+def _fill(value: Any, dtype: np.dtype) -> Any:
+    """The fill value as a scalar of ``dtype`` (plain numbers only; else None)."""
+    if isinstance(value, bool | int | float) and not isinstance(value, str):
+        try:
+            return np.asarray(value, dtype=dtype.newbyteorder("="))[()]
+        except (TypeError, ValueError, OverflowError):
+            return None
+    return None
 
 
 def _codec(config: dict[str, Any]) -> Any | None:
@@ -37,18 +47,25 @@ def _codec(config: dict[str, Any]) -> Any | None:
 class ChunkReader:
     """Reads basic selections of one array straight from its chunk files."""
 
-    __slots__ = ("root", "shape", "chunks", "dtype", "decoders", "prefix", "sep", "v2")
+    __slots__ = ("root", "shape", "chunks", "dtype", "decoders", "prefix", "sep", "v2",
+                 "fill")
 
     def __init__(self, root: str, shape: tuple[int, ...], chunks: tuple[int, ...],
-                 dtype: np.dtype, decoders: list[Any], prefix: str, sep: str, v2: bool) -> None:
+                 dtype: np.dtype, decoders: list[Any], prefix: str, sep: str, v2: bool,
+                 fill: Any = 0) -> None:
         self.root = root
         self.shape = shape
         self.chunks = chunks
         self.dtype = dtype
-        self.decoders = decoders
+        self.decoders = decoders  # in decoding order (reverse of encoding)
         self.prefix = prefix
         self.sep = sep
         self.v2 = v2
+        self.fill = fill
+
+    def chunk_path(self, idx: tuple[int, ...]) -> str:
+        name = self.sep.join(map(str, idx)) if idx else "0"
+        return os.path.join(self.root, self.prefix + name if not self.v2 else name)
 
     @classmethod
     def for_array(cls, directory: str, doc: dict[str, Any], zarr_format: int
@@ -93,7 +110,7 @@ class ChunkReader:
         prefix = "c" + sep if kenc.get("name", "default") == "default" else ""
         chunks = tuple(doc["chunk_grid"]["configuration"]["chunk_shape"])
         return cls(directory, tuple(doc["shape"]), chunks, dtype, decoders[::-1], prefix, sep,
-                   False)
+                   False, _fill(doc.get("fill_value"), dtype))
 
     @classmethod
     def _v2(cls, directory: str, doc: dict[str, Any]) -> ChunkReader | None:
@@ -115,11 +132,10 @@ class ChunkReader:
             decoders.append(codec)
         sep = doc.get("dimension_separator") or "."
         return cls(directory, tuple(doc["shape"]), tuple(doc["chunks"]), dtype, decoders, "",
-                   sep, True)
+                   sep, True, _fill(doc.get("fill_value"), dtype))
 
     def _chunk(self, idx: tuple[int, ...]) -> np.ndarray | None:
-        name = self.sep.join(map(str, idx)) if idx else "0"
-        path = os.path.join(self.root, self.prefix + name if not self.v2 else name)
+        path = self.chunk_path(idx)
         try:
             with open(path, "rb") as f:
                 raw: Any = f.read()
@@ -164,3 +180,62 @@ class ChunkReader:
                 dst.append(slice(lo - a, hi - a))
             out[tuple(dst)] = chunk[tuple(src)]
         return out[tuple(0 if s else slice(None) for s in squeeze)]
+
+
+class ChunkWriter:
+    """Writes chunk-aligned blocks of one array straight to chunk files, as zarr would.
+
+    The mirror of :class:`ChunkReader`, for the arrays we create ourselves (``bytes`` + a
+    numcodecs compressor): each chunk is encoded in the calling thread (numcodecs releases the
+    GIL) and written atomically (temporary file + rename). Chunks that hold only the fill
+    value are not written, as zarr does by default; edge chunks are padded with it. Used as a
+    ``dask.array.store`` target.
+    """
+
+    __slots__ = ("reader", "encoders", "shape", "dtype", "ndim")
+
+    def __init__(self, reader: ChunkReader) -> None:
+        self.reader = reader
+        self.encoders = list(reversed(reader.decoders))
+        self.shape = reader.shape
+        self.dtype = reader.dtype
+        self.ndim = len(reader.shape)
+
+    @classmethod
+    def for_array(cls, directory: str, doc: dict[str, Any], zarr_format: int
+                  ) -> ChunkWriter | None:
+        reader = ChunkReader.for_array(directory, doc, zarr_format)
+        if reader is None or reader.fill is None:
+            return None
+        return cls(reader)
+
+    def __setitem__(self, key: tuple[slice, ...], value: np.ndarray) -> None:
+        r = self.reader
+        value = np.asarray(value)
+        starts = [k.indices(n)[0] if isinstance(k, slice) else int(k)
+                  for k, n in zip(key, self.shape, strict=True)]
+        if any(a % c for a, c in zip(starts, r.chunks, strict=True)):
+            raise ValueError(f"block {key} is not aligned with the chunks {r.chunks}")
+        ranges = [range(a // c, (a + n + c - 1) // c)
+                  for a, n, c in zip(starts, value.shape, r.chunks, strict=True)]
+        for idx in itertools.product(*ranges):
+            src = tuple(slice(i * c - a, min((i + 1) * c - a, n))
+                        for i, a, c, n in zip(idx, starts, r.chunks, value.shape, strict=True))
+            block = value[src]
+            if block.shape != r.chunks:  # an edge chunk: zarr stores it full size
+                full = np.full(r.chunks, r.fill, dtype=block.dtype)
+                full[tuple(slice(0, s) for s in block.shape)] = block
+                block = full
+            path = r.chunk_path(idx)
+            if not np.any(block != r.fill):
+                if os.path.exists(path):
+                    os.remove(path)
+                continue
+            data: Any = np.ascontiguousarray(block, dtype=r.dtype).tobytes()
+            for enc in self.encoders:
+                data = enc.encode(data)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.{id(block)}.partial"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)

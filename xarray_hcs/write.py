@@ -185,8 +185,6 @@ def write_arrays(target: Store, images: list[ImageSpec], zarr_format: int,
                  chunks: dict[str, int] | None, pixels: bool = True) -> Any:
     """Create the level arrays of ``images`` (metadata now) and return the lazy pixel writes."""
     import dask.array as da
-    from zarr.core.array import AsyncArray
-    from zarr.storage import StorePath
 
     templates = _Templates(zarr_format)
     sources, targets = [], []
@@ -201,12 +199,27 @@ def write_arrays(target: Store, images: list[ImageSpec], zarr_format: int,
             for name, buf in meta.to_buffer_dict(default_buffer_prototype()).items():
                 array_docs[join_path(path, name)] = buf
             if pixels:
-                targets.append(zarr.Array(AsyncArray(meta, StorePath(target, path))))
+                targets.append(_target(target, meta, path, zarr_format))
                 sources.append(_source(lv, c))
     run_sync(_set_all(target, array_docs))
     if not sources:
         return None
     return da.store(sources, targets, lock=False, compute=False)
+
+
+def _target(store: Store, meta: Any, path: str, zarr_format: int) -> Any:
+    """Where dask stores a level: chunk files directly (local, common codecs), else zarr."""
+    from zarr.core.array import AsyncArray
+    from zarr.storage import LocalStore, StorePath
+
+    from ._chunks import ChunkWriter
+
+    if isinstance(store, LocalStore):
+        doc = meta.to_dict()
+        writer = ChunkWriter.for_array(os.path.join(str(store.root), path), doc, zarr_format)
+        if writer is not None:
+            return writer
+    return zarr.Array(AsyncArray(meta, StorePath(store, path)))
 
 
 def _chunks_for(var: xr.Variable, stored: tuple[int, ...] | None,

@@ -122,12 +122,11 @@ def trees(draw):
     with_labels = draw(st.booleans())
     # the spec wants an acquisition on every image once a plate has several
     acquisitions = draw(st.sampled_from([[None], [0], [0, 3]]))
-    for i in range(n_images):
+    n_channels = draw(st.integers(1, 3))  # fields of one plate share their channels here
+    for _ in range(n_images):
         row, col = draw(wells)
-        shape = {"t": 2, "c": draw(st.integers(1, 3)) if i == 0 else None, "z": 2,
+        shape = {"t": 2, "c": n_channels, "z": 2,
                  "y": 8 * 2 ** (levels - 1), "x": 4 * 2 ** (levels - 1)}
-        if i > 0:
-            shape["c"] = root_channels
         sizes = [shape[d] for d in dims]
         data = (np.arange(int(np.prod(sizes))) % 97).astype(dtype).reshape(sizes)
         coords = {"x": origin + spacing * np.arange(shape["x"]),
@@ -135,8 +134,6 @@ def trees(draw):
         if "c" in dims:
             coords["c"] = [f"ch{k}" for k in range(shape["c"])]
         img = xr.DataArray(data, dims=dims, coords=coords)
-        if i == 0:
-            root_channels = shape["c"]
         labels = None
         if with_labels:
             lab = img.isel({d: 0 for d in dims if d in ("c", "t")}, drop=True)

@@ -4,15 +4,12 @@ bad input, and that nothing is written outside the target or left claiming to be
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 import zarr
 
-import xarray_hcs
 from conftest import PEERS_DIR
 from xarray_hcs.errors import HcsError, HcsMetadataError
 from xarray_hcs.write import HcsExistsError

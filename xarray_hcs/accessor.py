@@ -259,7 +259,7 @@ def _summary(tree: xr.DataTree, acc: HcsAccessor) -> str:
             for vname, var in lv.data_vars.items():  # type: ignore[union-attr]
                 dims = ", ".join(f"{d}: {n}" for d, n in zip(var.dims, var.shape, strict=True))
                 lines.append(f"    {name:>6}  {vname} ({dims}) {var.dtype}")
-        for cname, coord in node.coords.items():  # type: ignore[union-attr]
+        for coord in node.coords.values():  # type: ignore[union-attr]
             if coord.dtype == object:
                 lines.append(f"  channels:     {', '.join(map(str, coord.values))}")
         if "labels" in node.children:

@@ -106,7 +106,8 @@ class OmeHcsBackendEntrypoint(BackendEntrypoint):
         return groups
 
     def open_dataset(self, filename_or_obj: Any, *, group: str | None = None,
-                     level: int | str | None = None, acquisition: Any = None, wells: Any = None, fields: Any = None,
+                     level: int | str | None = None, acquisition: Any = None,
+                     wells: Any = None, fields: Any = None,
                      levels: Any = None, labels: Any = True,
                      storage_options: dict[str, Any] | None = None,
                      consolidated: bool | None = None, validate: bool = False,

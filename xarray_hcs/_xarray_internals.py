@@ -15,6 +15,7 @@ loudly in the test suite instead of building wrong trees.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,7 @@ class NodeSpec:
         return xr.Dataset(self.data_vars, coords=coords, attrs=self.attrs)
 
 
+@lru_cache(maxsize=1)
 def fast_path_available() -> bool:
     """True if this xarray's DataTree still has the internals the direct build relies on."""
     slots: set[str] = set()

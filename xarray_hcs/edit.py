@@ -42,6 +42,16 @@ def select(tree: xr.DataTree, rows: Sequence[str] | None = None,
            fields: Sequence[Any] | None = None, acquisition: int | str | None = None,
            levels: Sequence[int | str] | None = None) -> xr.DataTree:
     """A new tree with the selected part of ``tree`` (see ``HcsAccessor.sel``)."""
+    from .tree import gc_paused
+
+    with gc_paused():  # a rebuild allocates like an open (see gc_paused)
+        return _select(tree, rows, columns, wells, fields, acquisition, levels)
+
+
+def _select(tree: xr.DataTree, rows: Sequence[str] | None, columns: Sequence[Any] | None,
+            wells: Sequence[Any] | None, fields: Sequence[Any] | None,
+            acquisition: int | str | None, levels: Sequence[int | str] | None
+            ) -> xr.DataTree:
     plate = _plate(tree)
     present = [w for w in plate.wells
                if w.row in tree.children and w.column in tree[w.row].children]
@@ -69,7 +79,7 @@ def select(tree: xr.DataTree, rows: Sequence[str] | None = None,
     for w in present:
         if w.path not in chosen:
             continue
-        wnode = tree[w.path]
+        wnode = tree.children[w.row].children[w.column]
         well = Well.from_dict(wnode.attrs["ome"]["well"], w.path)
         images = [im for im in select_images(well, acq, field_sel) if im.path in wnode.children]
         if not images and (field_sel is not None or acq is not None):
@@ -81,7 +91,7 @@ def select(tree: xr.DataTree, rows: Sequence[str] | None = None,
         nodes[w.path] = wspec
         kept_wells.append((w, len(images)))
         for im in images:
-            _copy_field(tree, f"{w.path}/{im.path}", level_sel, nodes)
+            _copy_field(wnode.children[im.path], f"{w.path}/{im.path}", level_sel, nodes)
     kept = {w.path for w, _ in kept_wells}
     root = spec_of(tree)
     pl = dict(tree.attrs["ome"]["plate"])
@@ -97,17 +107,18 @@ def select(tree: xr.DataTree, rows: Sequence[str] | None = None,
     return assemble_tree(nodes)
 
 
-def _copy_field(tree: xr.DataTree, fpath: str, levels: Sequence[int | str] | None,
+def _copy_field(fnode: xr.DataTree, fpath: str, levels: Sequence[int | str] | None,
                 nodes: dict[str, NodeSpec | None]) -> None:
     from .ngff import Multiscale
     from .tree import select_levels
 
-    fnode = tree[fpath]
+    if levels is None:  # everything below the field, as it is
+        _copy_subtree(fnode, fpath, nodes)
+        return
     fspec = spec_of(fnode)
     ms_raw = fnode.attrs["ome"]["multiscales"][0]
     ms = Multiscale.from_dict(ms_raw, fnode.path)
-    kept = select_levels(ms, levels, fnode.path) if levels is not None else list(ms.datasets)
-    kept_paths = [d.path for d in kept if _has(fnode, d.path)]
+    kept_paths = [d.path for d in select_levels(ms, levels, fnode.path) if _has(fnode, d.path)]
     if levels is not None:
         m0 = {**ms_raw, "datasets": [d for d in ms_raw["datasets"]
                                      if d.get("path") in kept_paths]}
@@ -117,8 +128,13 @@ def _copy_field(tree: xr.DataTree, fpath: str, levels: Sequence[int | str] | Non
     for lp in kept_paths:
         nodes[f"{fpath}/{lp}"] = spec_of(fnode[lp])
     if "labels" in fnode.children:  # labels keep all their levels, as when opening
-        for sub in fnode["labels"].subtree:
-            nodes[fpath + sub.path[len(fnode.path):]] = spec_of(sub)
+        _copy_subtree(fnode.children["labels"], f"{fpath}/labels", nodes)
+
+
+def _copy_subtree(node: xr.DataTree, path: str, nodes: dict[str, NodeSpec | None]) -> None:
+    nodes[path] = spec_of(node)
+    for name, child in node.children.items():
+        _copy_subtree(child, f"{path}/{name}", nodes)
 
 
 def _has(node: xr.DataTree, path: str) -> bool:

@@ -97,6 +97,14 @@ class _Templates:
     def __init__(self, zarr_format: int) -> None:
         self.zarr_format = zarr_format
         self._cache: dict[tuple[Any, ...], Any] = {}
+        self._buffers: dict[int, dict[str, Any]] = {}
+
+    def documents(self, meta: Any) -> dict[str, Any]:
+        """The metadata documents of ``meta``, encoded once (they hold no path)."""
+        docs = self._buffers.get(id(meta))
+        if docs is None:
+            docs = self._buffers[id(meta)] = meta.to_buffer_dict(default_buffer_prototype())
+        return docs
 
     def metadata(self, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...],
                  dims: tuple[str, ...]) -> Any:
@@ -150,16 +158,20 @@ def write_plate(tree: xr.DataTree, store: Any, ngff_version: str | None = None,
     if mode not in ("w-", "w"):
         raise ValueError(f"mode must be 'w-' (fail if it exists) or 'w' (overwrite), got "
                          f"{mode!r}")
+    from .tree import gc_paused
+
     version = _version_of(tree, ngff_version)
     zarr_format = 2 if version == "0.4" else 3
-    spec = plate_spec(tree)  # checks everything before anything is written
+    with gc_paused():
+        spec = plate_spec(tree)  # checks everything before anything is written
     target = open_writable(store, storage_options)
     if run_sync(_exists(target)):
         if mode == "w-":
             raise HcsExistsError("already holds zarr data (pass mode='w' to overwrite it)",
                                  str(store))
         run_sync(_clear(target))
-    stored = write_arrays(target, list(spec.images()), zarr_format, chunks, pixels)
+    with gc_paused():
+        stored = write_arrays(target, list(spec.images()), zarr_format, chunks, pixels)
     return _run(stored, lambda: write_groups(target, spec, version, zarr_format), compute,
                 progress)
 
@@ -168,16 +180,17 @@ def _run(stored: Any, then: Any, compute: bool, progress: bool) -> Any:
     """Pixels (a dask graph, or None), then ``then()``: now, or as one delayed."""
     import dask
 
-    finalize = dask.delayed(lambda _: then(), pure=False)(stored)
     if not compute:
-        return finalize
-    if progress:
-        from dask.diagnostics import ProgressBar
+        return dask.delayed(lambda _: then(), pure=False)(stored)
+    if stored is not None:  # computed directly: wrapping a large graph in a delayed costs
+        if progress:
+            from dask.diagnostics import ProgressBar
 
-        with ProgressBar():
-            finalize.compute()
-    else:
-        finalize.compute()
+            with ProgressBar():
+                dask.compute(stored)
+        else:
+            dask.compute(stored)
+    then()
     return None
 
 
@@ -196,7 +209,7 @@ def write_arrays(target: Store, images: list[ImageSpec], zarr_format: int,
             meta = templates.metadata(var.shape, var.dtype, c, tuple(var.dims))
             path = join_path(img.path, lv.path)
             _check_key(path)
-            for name, buf in meta.to_buffer_dict(default_buffer_prototype()).items():
+            for name, buf in templates.documents(meta).items():
                 array_docs[join_path(path, name)] = buf
             if pixels:
                 targets.append(_target(target, meta, path, zarr_format))

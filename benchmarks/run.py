@@ -443,6 +443,8 @@ def run(only: set[str] | None, quick: bool, repeat: int) -> list[Result]:
         add(w, "dt.hcs.sel(acquisition=0)", lambda: tree.hcs.sel(acquisition=0))
         add(w, "repr(dt)", lambda: repr(tree))
         add(w, "dt.hcs.summary()", lambda: tree.hcs.summary())
+        del tree  # a live 14,000-node tree would slow every later workload's GC passes
+        gc.collect()
     if want("P1s"):
         lay = layouts["P1_BIG"]
         p = plate("P1_BIG", lay)

@@ -125,7 +125,7 @@ class PlateRecord:
 
 
 def _norm_column(c: str) -> str:
-    return c.lstrip("0") or "0" if c.isdigit() else c.upper()
+    return (c.lstrip("0") or "0") if c.isdigit() else c.upper()
 
 
 def _split_well(spec: Any) -> tuple[str, str]:

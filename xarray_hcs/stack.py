@@ -57,8 +57,7 @@ class StackedLevelArray(BackendArray):
         rest = key[2:]
         w_iter = np.atleast_1d(wsel)
         f_iter = np.atleast_1d(fsel)
-        probe = np.empty(self.shape[2:], dtype=bool)
-        out_img_shape = _outer_shape(probe, rest)
+        out_img_shape = _outer_shape(self.shape[2:], rest)
         out = np.empty((len(w_iter), len(f_iter), *out_img_shape), dtype=self.dtype)
         todo = []
         for i, w in enumerate(w_iter):
@@ -102,9 +101,10 @@ async def _read_all(arrays: Sequence[ZarrLevelArray], key: tuple[Any, ...]) -> l
     return await asyncio.gather(*(one(a) for a in arrays))
 
 
-def _outer_shape(probe: np.ndarray, key: tuple[Any, ...]) -> tuple[int, ...]:
+def _outer_shape(full: tuple[int, ...], key: tuple[Any, ...]) -> tuple[int, ...]:
+    """The shape an outer-indexing ``key`` selects from an array of shape ``full``."""
     shape = []
-    for n, k in zip(probe.shape, key, strict=True):
+    for n, k in zip(full, key, strict=True):
         if isinstance(k, slice):
             shape.append(len(range(*k.indices(n))))
         elif isinstance(k, int | np.integer):

@@ -11,8 +11,7 @@ import xarray as xr
 import zarr
 
 from conftest import PEERS_DIR
-from xarray_hcs.errors import HcsError, HcsMetadataError
-from xarray_hcs.write import HcsExistsError
+from xarray_hcs.errors import HcsError, HcsExistsError, HcsMetadataError
 
 MANIFEST = json.loads((PEERS_DIR / "manifest.json").read_text())["plates"]
 

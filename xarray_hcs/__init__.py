@@ -10,6 +10,7 @@ from __future__ import annotations
 from . import accessor as _accessor  # noqa: F401  registers the ``.hcs`` accessor
 from .errors import (
     HcsError,
+    HcsExistsError,
     HcsMetadataError,
     HcsMissingWarning,
     HcsNotAPlateError,
@@ -31,6 +32,7 @@ __all__ = [
     "create_plate",
     "write_field",
     "HcsError",
+    "HcsExistsError",
     "HcsMetadataError",
     "HcsMissingWarning",
     "HcsNotAPlateError",

@@ -17,6 +17,7 @@ __all__ = [
     "HcsSelectionError",
     "HcsNotAPlateError",
     "HcsReadError",
+    "HcsExistsError",
     "HcsWarning",
     "HcsMissingWarning",
 ]
@@ -60,6 +61,10 @@ class HcsNotFoundError(HcsError, FileNotFoundError):
 
 class HcsReadError(HcsError, OSError):
     """The store could not be read: a network error, a timeout, a refused permission."""
+
+
+class HcsExistsError(HcsError, FileExistsError):
+    """The target already holds data and ``mode="w-"`` forbids overwriting it."""
 
 
 class HcsPathError(HcsMetadataError):

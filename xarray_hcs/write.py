@@ -22,20 +22,16 @@ from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 
 from .arrays import dask_array
-from .errors import HcsError, HcsPathError, HcsVersionError
+from .errors import HcsError, HcsExistsError, HcsPathError, HcsVersionError
 from .metadata import ImageSpec, LevelSpec, PlateSpec, plate_spec
 from .ngff import WRITE_VERSIONS, encode_attrs
 from .stack import backend_of
 from .store import join_path, run_sync
 
-__all__ = ["write_plate", "open_writable", "HcsExistsError"]
+__all__ = ["write_plate", "open_writable", "write_arrays", "write_groups", "image_group_docs"]
 
 #: largest default chunk edge in y/x (pixels); leading dims are chunked by 1
 DEFAULT_CHUNK_YX = 1024
-
-
-class HcsExistsError(HcsError, FileExistsError):
-    """The target already holds data and ``mode="w-"`` forbids overwriting it."""
 
 
 def open_writable(store: Any, storage_options: dict[str, Any] | None = None) -> Store:

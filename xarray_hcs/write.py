@@ -195,8 +195,12 @@ def write_arrays(target: Store, images: list[ImageSpec], zarr_format: int,
     """Create the level arrays of ``images`` (metadata now) and return the lazy pixel writes."""
     import dask.array as da
 
+    import dask
+
+    from ._chunks import ChunkWriter
+
     templates = _Templates(zarr_format)
-    sources, targets = [], []
+    sources, targets, copies = [], [], []
     array_docs: dict[str, Any] = {}
     for img in images:
         for lv in img.levels:
@@ -207,13 +211,32 @@ def write_arrays(target: Store, images: list[ImageSpec], zarr_format: int,
             _check_key(path)
             for name, buf in templates.documents(meta).items():
                 array_docs[join_path(path, name)] = buf
-            if pixels:
-                targets.append(_target(target, meta, path, zarr_format))
+            if not pixels:
+                continue
+            dest = _target(target, meta, path, zarr_format)
+            backend = backend_of(var) if not var.encoding.get("ome_squeezed") else None
+            if (isinstance(dest, ChunkWriter) and backend is not None
+                    and backend.shape == var.shape and var.nbytes <= _WHOLE_LEVEL_BYTES):
+                # an unmodified stored level: one task reads it whole and writes its chunks,
+                # instead of a dask graph of a few tasks per chunk
+                copies.append(dask.delayed(_copy_level, pure=False)(backend, dest))
+            else:
+                targets.append(dest)
                 sources.append(_source(lv, c))
     run_sync(_set_all(target, array_docs))
-    if not sources:
-        return None
-    return da.store(sources, targets, lock=False, compute=False)
+    stored: list[Any] = list(copies)
+    if sources:
+        stored.append(da.store(sources, targets, lock=False, compute=False))
+    return stored or None
+
+
+#: levels up to this size are copied by one task each (read whole, write every chunk)
+_WHOLE_LEVEL_BYTES = 64 * 2**20
+
+
+def _copy_level(source: Any, dest: Any) -> None:
+    full = tuple(slice(0, n) for n in source.shape)
+    dest[full] = source._getitem(full)
 
 
 def _target(store: Store, meta: Any, path: str, zarr_format: int) -> Any:

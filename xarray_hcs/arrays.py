@@ -85,11 +85,6 @@ class ZarrLevelArray(BackendArray):
             return np.asarray(arr.oindex[key])
         return np.asarray(arr[key])
 
-    # dask calls this with plain slices: skip xarray's indexer machinery on the hot path
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        out = np.asarray(self.array[...])
-        return out if dtype is None else out.astype(dtype)
-
 
 class _DaskSource:
     """What dask's ``from_array`` slices: plain tuples of slices straight into zarr."""

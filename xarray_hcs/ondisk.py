@@ -34,6 +34,7 @@ from .store import PlateStore, join_path, run_sync
 from .write import (
     _docs,
     _set_all,
+    group_format,
     image_group_docs,
     open_writable,
     write_arrays,
@@ -86,14 +87,7 @@ def _format(ps: PlateStore | None, version: str | None) -> tuple[int, str]:
 def _reader(target: Store) -> PlateStore | None:
     """A PlateStore over ``target`` if it holds a zarr group at its root, else None."""
 
-    async def probe() -> int | None:
-        if await target.exists("zarr.json"):
-            return 3
-        if await target.exists(".zattrs") or await target.exists(".zgroup"):
-            return 2
-        return None
-
-    fmt = run_sync(probe())
+    fmt = run_sync(group_format(target))
     return None if fmt is None else PlateStore(target, "", fmt, str(target))
 
 
@@ -188,11 +182,7 @@ def add_image(store: Any, row: str, column: Any, image: Any, field: str | None =
 
 
 def _exists_group(target: Store, path: str) -> bool:
-    async def probe() -> bool:
-        return (await target.exists(join_path(path, "zarr.json")) or
-                await target.exists(join_path(path, ".zgroup")))
-
-    return run_sync(probe())
+    return run_sync(group_format(target, path)) is not None
 
 
 def _levels_of_plate(ps: PlateStore | None, plate: Plate, version: str) -> int | None:

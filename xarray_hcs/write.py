@@ -22,13 +22,14 @@ from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 
 from .arrays import dask_array
-from .errors import HcsError, HcsExistsError, HcsPathError, HcsVersionError
+from .errors import HcsError, HcsExistsError, HcsVersionError
 from .metadata import ImageSpec, LevelSpec, PlateSpec, plate_spec
-from .ngff import WRITE_VERSIONS, encode_attrs
+from .ngff import WRITE_VERSIONS, check_relative_path, encode_attrs
 from .stack import backend_of
 from .store import join_path, run_sync
 
-__all__ = ["write_plate", "open_writable", "write_arrays", "write_groups", "image_group_docs"]
+__all__ = ["write_plate", "open_writable", "write_arrays", "write_groups", "image_group_docs",
+           "group_format"]
 
 #: largest default chunk edge in y/x (pixels); leading dims are chunked by 1
 DEFAULT_CHUNK_YX = 1024
@@ -70,11 +71,18 @@ def _version_of(tree: xr.DataTree, ngff_version: str | None) -> str:
     return ngff_version
 
 
+async def group_format(store: Store, path: str = "") -> int | None:
+    """The zarr format of the group at ``path`` (3 or 2), or None if there is none."""
+    if await store.exists(join_path(path, "zarr.json")):
+        return 3
+    if (await store.exists(join_path(path, ".zgroup"))
+            or await store.exists(join_path(path, ".zattrs"))):
+        return 2
+    return None
+
+
 async def _exists(store: Store) -> bool:
-    for key in ("zarr.json", ".zgroup", ".zattrs", ".zarray"):
-        if await store.exists(key):
-            return True
-    return False
+    return await group_format(store) is not None or await store.exists(".zarray")
 
 
 async def _clear(store: Store) -> None:
@@ -208,7 +216,7 @@ def write_arrays(target: Store, images: list[ImageSpec], zarr_format: int,
             c = _chunks_for(var, lv.chunks, chunks)
             meta = templates.metadata(var.shape, var.dtype, c, tuple(var.dims))
             path = join_path(img.path, lv.path)
-            _check_key(path)
+            check_relative_path(path, "node path", path)
             for name, buf in templates.documents(meta).items():
                 array_docs[join_path(path, name)] = buf
             if not pixels:
@@ -262,12 +270,6 @@ def _chunks_for(var: xr.Variable, stored: tuple[int, ...] | None,
             c[i] = wanted[d] if wanted[d] > 0 else var.shape[i]
         c[i] = max(1, min(c[i], var.shape[i]))
     return tuple(c)
-
-
-def _check_key(path: str) -> None:
-    for comp in path.split("/"):
-        if comp in ("", ".", "..") or "\\" in comp:
-            raise HcsPathError("unsafe node path in the tree", path)
 
 
 async def _set_all(store: Store, docs: dict[str, Any]) -> None:

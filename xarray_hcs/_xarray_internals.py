@@ -24,7 +24,7 @@ from xarray import DataTree, Variable
 from xarray.core.indexes import Index
 
 __all__ = ["HcsTree", "NodeSpec", "assemble_tree", "fast_path_available", "mark_indexed",
-           "spec_of"]
+           "node_coord", "node_data_var", "spec_of"]
 
 _SLOTS = ("_name", "_parent", "_children", "_data_variables", "_node_coord_variables",
           "_node_dims", "_node_indexes", "_attrs", "_encoding", "_close")
@@ -219,3 +219,27 @@ def spec_of(node: DataTree) -> NodeSpec:
     ds = node.to_dataset(inherit=False)
     return NodeSpec(dict(ds.data_vars.variables), {k: ds.variables[k] for k in ds.coords},
                     dict(ds.xindexes), dict(ds.attrs), dict(ds.encoding))
+
+
+def node_data_var(node: DataTree, name: str) -> Variable | None:
+    """The data variable ``name`` of ``node`` itself, without building a DataArray."""
+    if fast_path_available():
+        return node._data_variables.get(name)
+    return node.to_dataset(inherit=False).data_vars.variables.get(name)
+
+
+def node_coord(node: DataTree, name: str) -> tuple[Variable, Index | None] | None:
+    """Coordinate ``name`` as ``node`` sees it (its own, else the nearest ancestor's), with its
+    index; None if there is none. Skips the merged coordinate views xarray builds per call."""
+    cur: DataTree | None = node
+    while cur is not None:
+        if fast_path_available():
+            var = cur._node_coord_variables.get(name)
+            if var is not None:
+                return var, cur._node_indexes.get(name)
+        else:
+            ds = cur.to_dataset(inherit=False)
+            if name in ds.coords:
+                return ds.variables[name], ds.xindexes.get(name)
+        cur = cur.parent
+    return None

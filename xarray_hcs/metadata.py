@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ._xarray_internals import node_coord, node_data_var
 from .errors import HcsMetadataError
 from .ngff import Multiscale, Plate, Well, check_relative_path
 
@@ -74,13 +75,14 @@ def _split(attrs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 def _coord_transform(level: xr.DataTree, dim: str, n: int, fallback: tuple[float, float]
                      ) -> tuple[float, float]:
     """(scale, translation) of ``dim`` from the level's coordinate, or ``fallback``."""
-    if dim not in level.coords:
+    found = node_coord(level, dim)
+    if found is None:
         return fallback
-    idx = level.xindexes.get(dim)
+    var, idx = found
     tr = getattr(idx, "transform", None)
     if tr is not None and hasattr(tr, "step") and hasattr(tr, "start"):
         return float(tr.step), float(tr.start)
-    values = np.asarray(level.coords[dim].values, dtype=np.float64)
+    values = np.asarray(var.values, dtype=np.float64)
     if values.ndim != 1 or len(values) != n:
         return fallback
     if n == 1:
@@ -93,9 +95,16 @@ def _coord_transform(level: xr.DataTree, dim: str, n: int, fallback: tuple[float
     return step, float(values[0])
 
 
+def _node(tree: xr.DataTree, path: str) -> xr.DataTree:
+    """``tree[path]`` for a relative node path, by the children mappings (no path parsing)."""
+    node = tree
+    for part in path.strip("/").split("/"):
+        node = node.children[part]
+    return node
+
+
 def _image_spec(tree: xr.DataTree, path: str, var_name: str) -> ImageSpec:
-    node = tree[path]
-    assert isinstance(node, xr.DataTree)
+    node = _node(tree, path)
     ome, other = _split(node.attrs)
     ms_list = ome.get("multiscales")
     if not isinstance(ms_list, list) or not ms_list:
@@ -106,13 +115,13 @@ def _image_spec(tree: xr.DataTree, path: str, var_name: str) -> ImageSpec:
     datasets = []
     for lv in ms.datasets:
         try:
-            lnode = node[lv.path]
+            lnode = _node(node, lv.path)
         except KeyError:
             continue  # a level left out (selection): not written, not listed
-        if not isinstance(lnode, xr.DataTree) or var_name not in lnode.data_vars:
+        var = node_data_var(lnode, var_name)
+        if var is None:
             raise HcsMetadataError(f"level {lv.path!r} has no {var_name!r} variable",
                                    f"{node.path}/{lv.path}")
-        var = lnode[var_name].variable
         squeezed = var.encoding.get("ome_squeezed") or {}
         for name in axes:
             if name not in var.dims and name in squeezed:
@@ -161,8 +170,9 @@ def _image_spec(tree: xr.DataTree, path: str, var_name: str) -> ImageSpec:
     ome["multiscales"] = [new_ms, *ms_list[1:]]
     # channel labels follow the c coordinate
     chan = [a.name for a in ms.axes if a.type == "channel"]
-    if chan and chan[0] in node.coords and isinstance(ome.get("omero"), dict):
-        labels = [str(v) for v in node.coords[chan[0]].values]
+    chan_coord = node_coord(node, chan[0]) if chan else None
+    if chan_coord is not None and isinstance(ome.get("omero"), dict):
+        labels = [str(v) for v in chan_coord[0].values]
         chans = ome["omero"].get("channels", [])
         if len(chans) == len(labels):
             for ch, lab in zip(chans, labels, strict=True):
@@ -191,7 +201,7 @@ def plate_spec(tree: xr.DataTree) -> PlateSpec:
                                        "metadata (add wells with .hcs.add_image)", "/")
     wells = []
     for wpath in present:
-        wnode = tree[wpath]
+        wnode = _node(tree, wpath)
         wome, wother = _split(wnode.attrs)
         if "well" not in wome:
             raise HcsMetadataError("well node has no well metadata", f"/{wpath}")
@@ -217,10 +227,10 @@ def plate_spec(tree: xr.DataTree) -> PlateSpec:
 
 
 def _label_specs(tree: xr.DataTree, fspec: ImageSpec) -> None:
-    fnode = tree[fspec.path]
+    fnode = _node(tree, fspec.path)
     if "labels" not in fnode.children:
         return
-    lnode = fnode["labels"]
+    lnode = fnode.children["labels"]
     lome, lother = _split(lnode.attrs)
     names = [n for n in lome.get("labels", []) if n in lnode.children]
     names += [n for n in lnode.children if n not in names]

@@ -1,0 +1,509 @@
+"""Per-image and plate-level tables: the ngio / Fractal on-disk format ⇄ pandas.
+
+A table lives in ``<image>/tables/<name>/`` (or ``<plate>/tables/<name>/``); the ``tables``
+group's attributes list the names (``{"tables": [...]}``, top level, not under ``ome``, in both
+zarr formats) and each table group's attributes say what it is (``type``, ``table_version``,
+``backend``, ``index_key``, ``index_type``, and for label-linked tables ``region`` and
+``instance_key``). Four backends hold the rows:
+
+- ``anndata``: an AnnData group (floats and booleans in ``X``, their names in ``var``; strings
+  and integers in ``obs``; the index in ``obs``);
+- ``parquet`` / ``csv``: ``table.parquet`` / ``table.csv`` in the group;
+- ``json``: the columns as the attributes of a ``table`` sub-group.
+
+As pandas, a table is what ngio gives: the index named ``index_key`` and cast to
+``index_type``, then the ``X`` columns, then the ``obs`` columns.
+
+AnnData groups are decoded here directly, one concurrent read per element, for the encodings
+AnnData writes for tables (dense arrays, strings, categoricals, nullable arrays): the AnnData
+reader reads the whole object (``uns``, ``obsm``, ``layers``, ...) one element at a time, which
+is what makes concatenating a plate's tables slow. Anything else falls back to AnnData itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import HcsError, HcsMetadataError, HcsNotFoundError
+from .ngff import check_relative_path
+
+if TYPE_CHECKING:
+    from zarr.abc.store import Store
+
+    from .store import PlateStore
+
+__all__ = ["BACKENDS", "ROI_COLUMNS", "TABLE_TYPES", "TableMeta", "HcsTableError",
+           "parse_tables_list", "read_table", "table_documents", "normalize_table"]
+
+#: the table types ngio and Fractal write; others are read as generic tables
+TABLE_TYPES = ("roi_table", "masking_roi_table", "feature_table", "condition_table",
+               "generic_roi_table", "generic_table")
+#: ``backend`` values we read and write (``anndata_v1`` and ``experimental_json_v1`` are
+#: older names of the same formats)
+BACKENDS = ("anndata", "parquet", "csv", "json")
+_BACKEND_ALIASES = {"anndata_v1": "anndata", "experimental_json_v1": "json", "json_v1": "json"}
+#: the columns of a ROI table, in micrometres
+ROI_COLUMNS = ("x_micrometer", "y_micrometer", "z_micrometer",
+               "len_x_micrometer", "len_y_micrometer", "len_z_micrometer")
+_LABEL_TYPES = ("masking_roi_table", "feature_table")
+TABLES = "tables"
+
+
+class HcsTableError(HcsMetadataError):
+    """A table's data is inconsistent: columns of different lengths, a non-unique index, ..."""
+
+
+def backend_name(name: Any, where: str) -> str:
+    if not isinstance(name, str):
+        raise HcsMetadataError(f"table backend must be a string, got {name!r}", where)
+    name = _BACKEND_ALIASES.get(name, name)
+    if name not in BACKENDS:
+        raise HcsMetadataError(f"unknown table backend {name!r} (known: {', '.join(BACKENDS)})",
+                               where)
+    return name
+
+
+@dataclass(frozen=True)
+class TableMeta:
+    """The attributes of one table group, checked; ``extra`` keeps every other key."""
+
+    type: str = "generic_table"
+    backend: str = "parquet"
+    version: str = "1"
+    index_key: str | None = None
+    index_type: str | None = None
+    region: str | None = None
+    instance_key: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    #: ``fractal_table_version`` instead of ``table_version`` (older files): kept as written
+    legacy_version_key: bool = False
+
+    @classmethod
+    def from_attrs(cls, attrs: Any, where: str) -> TableMeta:
+        if not isinstance(attrs, dict):
+            raise HcsMetadataError("table attributes must be a JSON object", where)
+        a = dict(attrs)
+        legacy = "table_version" not in a and "fractal_table_version" in a
+        version = a.pop("table_version", None)
+        if version is None:
+            version = a.pop("fractal_table_version", "1")
+        else:
+            a.pop("fractal_table_version", None)
+        kind = a.pop("type", "generic_table")
+        if not isinstance(kind, str):
+            raise HcsMetadataError(f"table type must be a string, got {kind!r}", where)
+        backend = a.pop("backend", None)
+        if backend is None:
+            # Fractal's first tables had no backend key: AnnData groups say so themselves
+            backend = "anndata" if a.get("encoding-type") == "anndata" else None
+            if backend is None:
+                raise HcsMetadataError("table has no 'backend' attribute", where)
+        backend = backend_name(backend, where)
+        index_key = a.pop("index_key", None)
+        index_type = a.pop("index_type", None)
+        if index_key is not None and not isinstance(index_key, str):
+            raise HcsMetadataError(f"index_key must be a string, got {index_key!r}", where)
+        if index_type not in (None, "int", "str"):
+            raise HcsMetadataError(f"index_type must be 'int' or 'str', got {index_type!r}",
+                                   where)
+        region = a.pop("region", None)
+        if region is not None:
+            if not isinstance(region, dict) or not isinstance(region.get("path"), str):
+                raise HcsMetadataError(f"region must be {{'path': str}}, got {region!r}", where)
+            region = region["path"]
+        instance_key = a.pop("instance_key", None)
+        if instance_key is not None and not isinstance(instance_key, str):
+            raise HcsMetadataError(f"instance_key must be a string, got {instance_key!r}",
+                                   where)
+        return cls(kind, backend, str(version), index_key, index_type, region, instance_key, a,
+                   legacy)
+
+    def to_attrs(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.extra)
+        out["type"] = self.type
+        out["backend"] = self.backend
+        out["fractal_table_version" if self.legacy_version_key else "table_version"] = (
+            self.version)
+        if self.index_key is not None:
+            out["index_key"] = self.index_key
+        if self.index_type is not None:
+            out["index_type"] = self.index_type
+        if self.region is not None:
+            out["region"] = {"path": self.region}
+        if self.instance_key is not None:
+            out["instance_key"] = self.instance_key
+        return out
+
+    @property
+    def is_roi(self) -> bool:
+        return self.type in ("roi_table", "masking_roi_table", "generic_roi_table")
+
+
+def parse_tables_list(attrs: Any, where: str) -> list[str]:
+    """The names a ``tables`` group lists, each a safe single path component."""
+    if not isinstance(attrs, dict):
+        raise HcsMetadataError("tables group attributes must be a JSON object", where)
+    names = attrs.get(TABLES)
+    if names is None:
+        raise HcsMetadataError("tables group has no 'tables' list", where)
+    if not isinstance(names, list):
+        raise HcsMetadataError(f"'tables' must be a list of names, got {names!r}", where)
+    for n in names:
+        check_relative_path(n, "table name", where, parts=1)
+    if len(set(names)) != len(names):
+        raise HcsMetadataError(f"'tables' lists a name twice: {names}", where)
+    return list(names)
+
+
+# ---------------------------------------------------------------------------- normalizing
+
+
+def normalize_table(df: pd.DataFrame, meta: TableMeta, where: str) -> pd.DataFrame:
+    """Index named ``index_key`` and cast to ``index_type``, as ngio loads it; checked."""
+    key = meta.index_key
+    if key is not None and df.index.name != key:
+        if key in df.columns:
+            df = df.set_index(key)
+        elif df.index.name is None:
+            df.index.name = key
+        else:
+            raise HcsTableError(f"index_key {key!r} is neither the index nor a column", where)
+    if meta.index_type == "int" and not pd.api.types.is_integer_dtype(df.index):
+        try:
+            df.index = df.index.astype("int64")
+        except (TypeError, ValueError):
+            raise HcsTableError("index_type is 'int' but the index holds "
+                                f"{df.index[:3].tolist()}...", where) from None
+    elif meta.index_type == "str" and not pd.api.types.is_string_dtype(df.index):
+        df.index = df.index.astype(str)
+    if not df.index.is_unique:
+        dup = df.index[df.index.duplicated()][:3].tolist()
+        raise HcsTableError(f"the index is not unique (repeated: {dup})", where)
+    return df
+
+
+def _table_for_writing(df: pd.DataFrame, meta: TableMeta, where: str) -> pd.DataFrame:
+    """The index as a column named ``index_key`` (parquet, csv and json have no index)."""
+    if not isinstance(df, pd.DataFrame):
+        raise HcsTableError(f"a table must be a pandas DataFrame, got {type(df).__name__}",
+                            where)
+    if not df.columns.is_unique:
+        raise HcsTableError(f"column names repeat: {df.columns[df.columns.duplicated()]}",
+                            where)
+    if not df.index.is_unique:
+        raise HcsTableError("the index is not unique", where)
+    key = meta.index_key or df.index.name or "index"
+    if key in df.columns:
+        raise HcsTableError(f"index_key {key!r} is also a column", where)
+    out = df.copy(deep=False)
+    out.index.name = key
+    return out.reset_index()
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+async def read_table(ps: PlateStore, path: str, meta: TableMeta) -> pd.DataFrame:
+    """The table group at ``path`` (relative to the plate root) as a DataFrame."""
+    where = ps.where(path)
+    if meta.backend == "parquet":
+        raw = await _required_bytes(ps, path, "table.parquet")
+        df = await asyncio.to_thread(_read_parquet, raw, where)
+    elif meta.backend == "csv":
+        raw = await _required_bytes(ps, path, "table.csv")
+        try:
+            df = pd.read_csv(io.BytesIO(raw))
+        except (ValueError, pd.errors.ParserError) as e:
+            raise HcsTableError(f"table.csv cannot be parsed ({e})", where) from None
+    elif meta.backend == "json":
+        attrs = await ps.group_attrs(f"{path}/table")
+        if attrs is None:
+            raise HcsNotFoundError("json table has no 'table' sub-group", where)
+        df = _frame_from_columns(attrs, where)
+    else:
+        df = await _AnnDataReader(ps, path).frame(meta)
+    return normalize_table(df, meta, where)
+
+
+async def _required_bytes(ps: PlateStore, path: str, name: str) -> bytes:
+    from .store import join_path
+
+    raw = await ps._get(join_path(ps.root, path, name))
+    if raw is None:
+        raise HcsNotFoundError(f"table file {name!r} is absent", ps.where(f"{path}/{name}"))
+    return raw
+
+
+def _read_parquet(raw: bytes, where: str) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(io.BytesIO(raw)).to_pandas()
+    except (pa.ArrowException, OSError) as e:
+        raise HcsTableError(f"table.parquet cannot be read ({e})", where) from None
+
+
+def _frame_from_columns(cols: Any, where: str) -> pd.DataFrame:
+    if not isinstance(cols, dict) or not all(isinstance(v, list) for v in cols.values()):
+        raise HcsTableError("json table must map column names to lists", where)
+    lengths = {k: len(v) for k, v in cols.items()}
+    if len(set(lengths.values())) > 1:
+        raise HcsTableError(f"columns have different lengths: {lengths}", where)
+    return pd.DataFrame(cols)
+
+
+class _AnnDataReader:
+    """Reads ``X``, ``obs`` and ``var`` of an AnnData group; nothing else is a table's."""
+
+    def __init__(self, ps: PlateStore, path: str) -> None:
+        self.ps = ps
+        self.path = path
+
+    def where(self, sub: str = "") -> str:
+        return self.ps.where(f"{self.path}/{sub}" if sub else self.path)
+
+    async def frame(self, meta: TableMeta) -> pd.DataFrame:
+        x, obs, var = await asyncio.gather(self.elem("X"), self.elem("obs"), self.elem("var"))
+        if obs is None:
+            raise HcsNotFoundError("AnnData table has no 'obs'", self.where())
+        if not isinstance(obs, pd.DataFrame):
+            raise HcsTableError("AnnData 'obs' is not a dataframe", self.where("obs"))
+        n = len(obs)
+        if x is None:
+            xdf = pd.DataFrame(index=obs.index)
+        else:
+            x = np.asarray(x.toarray() if hasattr(x, "toarray") else x)
+            names = var.index if isinstance(var, pd.DataFrame) else None
+            if x.ndim != 2 or x.shape[0] != n or (names is not None and len(names) != x.shape[1]):
+                raise HcsTableError(
+                    f"X has shape {x.shape} but obs has {n} rows and var "
+                    f"{None if names is None else len(names)}", self.where("X"))
+            xdf = pd.DataFrame(x, index=obs.index,
+                               columns=[str(c) for c in names] if names is not None else None)
+        for c in obs.columns:
+            xdf[c] = obs[c]
+        return xdf
+
+    async def _attrs(self, sub: str) -> tuple[str, dict[str, Any]] | None:
+        """(``group`` | ``array``, attributes) of the element at ``sub``, or None."""
+        ps, full = self.ps, f"{self.path}/{sub}"
+        if ps.zarr_format == 3:
+            doc = await ps._doc(full, "zarr.json")
+            if doc is None:
+                return None
+            return doc.get("node_type", "group"), doc.get("attributes", {}) or {}
+        attrs, is_group = await asyncio.gather(ps._doc(full, ".zattrs"),
+                                               ps._doc(full, ".zgroup"))
+        if attrs is None and is_group is None:
+            is_array = await ps._doc(full, ".zarray")
+            if is_array is None:
+                return None
+        return ("group" if is_group is not None else "array"), attrs or {}
+
+    async def elem(self, sub: str) -> Any:
+        found = await self._attrs(sub)
+        if found is None:
+            return None
+        kind, attrs = found
+        enc = attrs.get("encoding-type")
+        try:
+            if enc == "dataframe":
+                return await self._dataframe(sub, attrs)
+            if enc == "categorical":
+                return await self._categorical(sub, attrs)
+            if enc in ("nullable-integer", "nullable-boolean", "nullable-string-array"):
+                return await self._nullable(sub, enc)
+            if kind == "array" and enc in (None, "array", "string-array"):
+                return await self._array(sub)
+        except HcsError:
+            raise
+        except Exception as e:  # zarr and numcodecs raise many kinds on bad data
+            raise HcsTableError(f"cannot decode AnnData element ({e!r})", self.where(sub)
+                                ) from None
+        return await asyncio.to_thread(self._fallback, sub)
+
+    async def _array(self, sub: str) -> np.ndarray:
+        info = await self.ps.array_info(f"{self.path}/{sub}")
+        if info is None:
+            raise HcsNotFoundError("AnnData array is absent", self.where(sub))
+        arr = self.ps.zarr_array(info)
+        data = await arr._async_array.getitem(())
+        return np.asarray(data)
+
+    async def _dataframe(self, sub: str, attrs: dict[str, Any]) -> pd.DataFrame:
+        index_name = attrs.get("_index", "_index")
+        order = list(attrs.get("column-order", []))
+        cols = await asyncio.gather(*(self.elem(f"{sub}/{c}") for c in [index_name, *order]))
+        if cols[0] is None:
+            raise HcsNotFoundError(f"dataframe index {index_name!r} is absent",
+                                   self.where(sub))
+        index = pd.Index(_strings(cols[0]), name=None if index_name == "_index" else index_name)
+        data = {}
+        for c, v in zip(order, cols[1:], strict=True):
+            if v is None:
+                raise HcsNotFoundError(f"dataframe column {c!r} is absent", self.where(sub))
+            if len(v) != len(index):
+                raise HcsTableError(f"column {c!r} has {len(v)} rows, the index {len(index)}",
+                                    self.where(sub))
+            data[c] = _strings(v) if isinstance(v, np.ndarray) else v
+        df = pd.DataFrame(data, index=index)
+        return df
+
+    async def _categorical(self, sub: str, attrs: dict[str, Any]) -> pd.Categorical:
+        codes, cats = await asyncio.gather(self.elem(f"{sub}/codes"),
+                                           self.elem(f"{sub}/categories"))
+        return pd.Categorical.from_codes(np.asarray(codes), categories=_strings(cats),
+                                         ordered=bool(attrs.get("ordered", False)))
+
+    async def _nullable(self, sub: str, enc: str) -> Any:
+        values, mask = await asyncio.gather(self.elem(f"{sub}/values"),
+                                            self.elem(f"{sub}/mask"))
+        mask = np.asarray(mask, dtype=bool)
+        if enc == "nullable-integer":
+            return pd.arrays.IntegerArray(np.asarray(values), mask)
+        if enc == "nullable-boolean":
+            return pd.arrays.BooleanArray(np.asarray(values, dtype=bool), mask)
+        out = pd.array(_strings(values), dtype="string")
+        out[mask] = pd.NA
+        return out
+
+    def _fallback(self, sub: str) -> Any:
+        """Encodings not decoded here (sparse X, awkward arrays, ...): AnnData reads them."""
+        import zarr
+
+        try:
+            from anndata.io import read_elem
+        except ImportError:  # pragma: no cover - anndata is in the tables extra
+            raise HcsTableError("reading this AnnData element needs the 'anndata' package",
+                                self.where(sub)) from None
+        group = zarr.open_group(self.ps.store, path=f"{self.ps.root}/{self.path}".strip("/"),
+                                mode="r")
+        return read_elem(group[sub])
+
+
+def _strings(v: Any) -> Any:
+    """Zarr string arrays come back as object or fixed-width arrays: as Python strings."""
+    if isinstance(v, np.ndarray) and v.dtype.kind in ("U", "S", "O", "T"):
+        return v.astype(object)
+    return v
+
+
+# ---------------------------------------------------------------------------- writing
+
+_ANNDATA_LOCK = threading.Lock()  # anndata's zarr write format is a global setting
+
+
+def table_documents(df: pd.DataFrame, meta: TableMeta, zarr_format: int, where: str
+                    ) -> dict[str, bytes]:
+    """The files of one table group (relative to the group), attributes included."""
+    if meta.backend == "anndata":
+        return _anndata_documents(df, meta, zarr_format, where)
+    flat = _table_for_writing(df, meta, where)
+    docs: dict[str, bytes] = {}
+    if meta.backend == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        buf = io.BytesIO()
+        try:
+            pq.write_table(pa.Table.from_pandas(flat, preserve_index=False), buf)
+        except (pa.ArrowException, TypeError, ValueError) as e:
+            raise HcsTableError(f"cannot be written as parquet ({e})", where) from None
+        docs["table.parquet"] = buf.getvalue()
+    elif meta.backend == "csv":
+        docs["table.csv"] = flat.to_csv(index=False).encode()
+    else:
+        cols = json.loads(flat.to_json(orient="columns", date_format="iso"))
+        docs.update(_group_docs("table", {k: list(v.values()) for k, v in cols.items()},
+                                zarr_format))
+    docs.update(_group_docs("", meta.to_attrs(), zarr_format))
+    return docs
+
+
+def tables_group_documents(names: list[str], other: dict[str, Any], zarr_format: int
+                           ) -> dict[str, bytes]:
+    return _group_docs("", {**other, TABLES: list(names)}, zarr_format)
+
+
+def _group_docs(path: str, attrs: dict[str, Any], zarr_format: int) -> dict[str, bytes]:
+    pre = f"{path}/" if path else ""
+    if zarr_format == 3:
+        return {f"{pre}zarr.json": json.dumps(
+            {"zarr_format": 3, "node_type": "group", "attributes": attrs}, indent=2).encode()}
+    return {f"{pre}.zgroup": b'{"zarr_format": 2}',
+            f"{pre}.zattrs": json.dumps(attrs, indent=2).encode()}
+
+
+def _anndata_documents(df: pd.DataFrame, meta: TableMeta, zarr_format: int, where: str
+                       ) -> dict[str, bytes]:
+    """AnnData as ngio writes it, serialised by AnnData itself into memory."""
+    import zarr
+    from zarr.storage import MemoryStore
+
+    try:
+        import anndata as ad
+    except ImportError:  # pragma: no cover
+        raise HcsTableError("writing AnnData tables needs the 'anndata' package", where
+                            ) from None
+    flat = _table_for_writing(df, meta, where)
+    key = flat.columns[0]
+    index = flat[key].astype(str).to_numpy(dtype=object)
+    obs_cols, x_cols = [], []
+    for c in flat.columns[1:]:
+        s = flat[c]
+        if pd.api.types.is_bool_dtype(s) or (pd.api.types.is_numeric_dtype(s)
+                                             and not pd.api.types.is_integer_dtype(s)):
+            x_cols.append(c)
+        elif pd.api.types.is_integer_dtype(s) or _all_strings(s):
+            obs_cols.append(c)
+        else:
+            raise HcsTableError(f"column {c!r} ({s.dtype}) is neither numeric nor strings, "
+                                "which AnnData tables cannot hold", where)
+    obs = flat[obs_cols].copy()
+    obs.index = pd.Index(index, name=key)
+    x = flat[x_cols].to_numpy(dtype=np.float64 if len({str(flat[c].dtype) for c in x_cols}) > 1
+                              else None) if x_cols else np.zeros((len(flat), 0))
+    var = pd.DataFrame(index=pd.Index([str(c) for c in x_cols]))
+    adata = ad.AnnData(X=x, obs=obs, var=var)
+    store = MemoryStore()
+    with _ANNDATA_LOCK:
+        old = ad.settings.zarr_write_format
+        try:
+            ad.settings.zarr_write_format = zarr_format
+            adata.write_zarr(store)
+        finally:
+            ad.settings.zarr_write_format = old
+    group = zarr.open_group(store, mode="r+")
+    group.attrs.update(meta.to_attrs())
+    return {k: v.to_bytes() for k, v in store._store_dict.items()}
+
+
+def _all_strings(s: pd.Series) -> bool:
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        s = pd.Series(s.cat.categories)
+    non_null = s.dropna()
+    return pd.api.types.is_string_dtype(s.dtype) or all(isinstance(v, str) for v in non_null)
+
+
+async def write_documents(store: Store, prefix: str, docs: dict[str, bytes]) -> None:
+    """Write ``docs`` under ``prefix``; attribute documents last (they make the group)."""
+    from zarr.core.buffer import default_buffer_prototype
+
+    first = {k: v for k, v in docs.items() if k.rsplit("/", 1)[-1] not in _META_NAMES}
+    last = {k: v for k, v in docs.items() if k not in first}
+    proto = default_buffer_prototype().buffer
+    for batch in (first, last):
+        await asyncio.gather(*(store.set(f"{prefix}/{k}".strip("/"), proto.from_bytes(v))
+                               for k, v in batch.items()))
+
+
+_META_NAMES = ("zarr.json", ".zattrs", ".zgroup")

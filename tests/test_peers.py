@@ -49,7 +49,7 @@ def test_peer_plate_layout(entry):
     assert dt.hcs.field_paths == [f"{w}/{f}" for w in entry["wells"]
                                   for f in entry["fields"][w]]
     field = dt[entry["first_field"]]
-    assert [c for c in field.children if c != "labels"] == [
+    assert [c for c in field.children if c not in ("labels", "tables")] == [
         p.split("/")[0] for p in entry["level_paths"]]
     level0 = dt[f"{entry['first_field']}/{entry['level_paths'][0]}"]
     img = level0["image"]
@@ -64,6 +64,9 @@ def test_peer_plate_layout(entry):
     assert float(img[xname][1] - img[xname][0]) == pytest.approx(0.5)
     for fp, names in entry["labels"].items():
         assert sorted(dt[f"{fp}/labels"].children) == sorted(names)
+    for fp, names in entry.get("tables", {}).items():
+        assert dt.hcs.list_tables(path=fp) == names
+    assert dt.hcs.list_tables("all") == entry.get("table_names", [])
 
 
 def test_peer_pixels_equal_plain_zarr(entry):

@@ -241,9 +241,11 @@ def test_each_document_read_at_most_once(plate):
     assert not [k for k in store.reads if k not in reads], "opening read pixel chunks"
     n_fields = len(dt.hcs.field_paths)
     per_array = 1 if "v05" in str(plate) else 2  # zarr.json, or .zarray + .zattrs
-    # plate + rows + wells + fields + field levels + labels groups + label images + levels
+    # plate + rows + wells + fields + field levels + labels groups + label images + levels,
+    # + a tables group probe per field and one for the plate
     n_arrays = n_fields * 2 * 2
     expected = (1 + 2 + 6 + n_fields + n_fields + n_fields) + n_arrays * per_array
+    expected += n_fields + 1
     root_probe = 1 if "v05" in str(plate) else 4
     assert sum(reads.values()) == expected + root_probe - 1
 
@@ -252,6 +254,11 @@ def test_selection_reads_only_what_it_selects(plate):
     store = CountingStore(LocalStore(plate, read_only=True))
     dt = xarray_hcs.open_plate(store, wells=["B3"], fields=["1"], levels=[0], labels=False)
     (well,) = dt.hcs.wells
+    read_nodes = {k.rsplit("/", 1)[0] for k in store.metadata_reads if "/" in k}
+    assert read_nodes == {"B", well, f"{well}/1", f"{well}/1/0", f"{well}/1/tables", "tables"}
+    store = CountingStore(LocalStore(plate, read_only=True))
+    xarray_hcs.open_plate(store, wells=["B3"], fields=["1"], levels=[0], labels=False,
+                          tables=False)
     read_nodes = {k.rsplit("/", 1)[0] for k in store.metadata_reads if "/" in k}
     assert read_nodes == {"B", well, f"{well}/1", f"{well}/1/0"}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
+import pandas as pd
 import xarray as xr
 
 from .errors import HcsNotAPlateError
@@ -181,6 +182,147 @@ class HcsAccessor:
         ds = stack_tree(self._tree, self.field_paths, self.wells, level, variable)
         return ds[variable]
 
+    # -- tables ----------------------------------------------------------------------------
+
+    def list_tables(self, mode: str = "common", acquisition: int | str | None = None,
+                    path: str | None = None) -> list[str]:
+        """Names of the per-image tables of the plate.
+
+        Parameters
+        ----------
+        mode
+            ``"common"``: tables every field has; ``"all"``: tables any field has.
+        acquisition
+            Only the fields of this acquisition (id or name).
+        path
+            Instead, the tables of one node: a field path (``"B/03/0"``), or ``""`` for the
+            plate-level tables.
+
+        Returns
+        -------
+        list of str
+            In the order the fields list them.
+        """
+        from .plate_tables import list_tables
+
+        return list_tables(self._tree, mode, acquisition, path)
+
+    def table(self, path: str, name: str) -> pd.DataFrame:
+        """One table as a DataFrame, read on first use (then kept).
+
+        Parameters
+        ----------
+        path
+            The field (``"B/03/0"``), or ``""`` for a plate-level table.
+        name
+            The table's name.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by the table's ``index_key`` (cast to its ``index_type``); AnnData tables
+            give the ``X`` columns, then the ``obs`` columns, as ngio does.
+
+        Raises
+        ------
+        HcsSelectionError
+            No such node or table. Other ``HcsError`` kinds name the table's store path when its
+            metadata or data is bad.
+        """
+        from .plate_tables import read_table_node
+
+        return read_table_node(self._tree, path, name)
+
+    def concat_tables(self, name: str, acquisition: int | str | None = None,
+                      strict: bool = True) -> pd.DataFrame:
+        """Table ``name`` of every field as one DataFrame, read concurrently.
+
+        Parameters
+        ----------
+        name
+            The table's name.
+        acquisition
+            Only the fields of this acquisition (id or name).
+        strict
+            If True, a field without the table (or with an unreadable one) raises; if False,
+            it is skipped (unreadable ones with an ``HcsMissingWarning``). Rows are never
+            attributed to another field.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``row``, ``column``, ``field`` (and ``acquisition`` on plates that declare
+            acquisitions), the table's own index as a column of its name, then the table's
+            columns. The index is ``"{row}_{column}_{field}_{index}"``, unique across the plate.
+            Tables stored with different backends concatenate like any other.
+        """
+        from .plate_tables import concat_tables
+
+        return concat_tables(self._tree, name, acquisition, strict)
+
+    def add_table(self, path: str, name: str, df: pd.DataFrame, kind: str = "generic_table",
+                  backend: str = "parquet", index_key: str | None = None,
+                  index_type: str | None = None, region: str | None = None,
+                  instance_key: str | None = None, overwrite: bool = False) -> xr.DataTree:
+        """A new tree with ``df`` as table ``name`` of a field (or of the plate, ``path=""``).
+
+        Parameters
+        ----------
+        path, name
+            Where: a field path (``"B/03/0"``) or ``""``, and the table's name.
+        df
+            The rows; its index becomes the table's index (named ``index_key``).
+        kind
+            ``"generic_table"``, ``"feature_table"``, ``"roi_table"``, ``"masking_roi_table"``,
+            ``"condition_table"``, ``"generic_roi_table"`` or your own type name.
+        backend
+            ``"parquet"`` (default), ``"anndata"``, ``"csv"`` or ``"json"``: how
+            :meth:`to_zarr` stores it.
+        index_key, index_type
+            Default: the index's name (else ``"label"`` for feature and masking ROI tables,
+            ``"index"`` otherwise) and ``"int"`` or ``"str"`` from its dtype.
+        region, instance_key
+            For tables that describe a label image: ``"../labels/<name>"`` and the column of
+            label values (default: the index key).
+        overwrite
+            Replace a table of the same name.
+
+        Raises
+        ------
+        HcsTableError
+            Repeated index values or column names; ROI tables without the ROI columns;
+            columns AnnData cannot hold.
+        """
+        from .plate_tables import add_table
+
+        return add_table(self._tree, path, name, df, kind=kind, backend=backend,
+                         index_key=index_key, index_type=index_type, region=region,
+                         instance_key=instance_key, overwrite=overwrite)
+
+    def roi(self, path: str, name: str, index: Any, level: int | str = 0) -> xr.Dataset:
+        """The pixels of one ROI of a ROI table, from one level of the field.
+
+        Parameters
+        ----------
+        path
+            The field (``"B/03/0"``).
+        name
+            A ROI table of that field (``roi_table``, ``masking_roi_table``, ...).
+        index
+            The ROI's index value (``"FOV_1"``, or a label).
+        level
+            Level index or path.
+
+        Returns
+        -------
+        xarray.Dataset
+            The level's dataset cut to the ROI in x, y (and z): ROIs are in micrometres from
+            the image's origin, as Fractal and ngio define them. Lazy.
+        """
+        from .plate_tables import roi
+
+        return roi(self._tree, path, name, index, level)
+
     # -- writing -------------------------------------------------------------------------
 
     def to_zarr(self, store: Any, ngff_version: str | None = None, mode: str = "w-",
@@ -252,7 +394,7 @@ def _summary(tree: xr.DataTree, acc: HcsAccessor) -> str:
         lines.append(f"  acquisitions: {acqs}")
     if fields:
         node = tree[fields[0]]
-        levels = [c for c in node.children if c != "labels"]
+        levels = [c for c in node.children if c not in ("labels", "tables")]
         lines.append(f"  levels:       {len(levels)} (first field {fields[0]})")
         for name in levels:
             lv = node[name]

@@ -22,16 +22,18 @@ from .tree import OpenOptions
 
 __all__ = ["OmeHcsBackendEntrypoint"]
 
-_PARAMS = ("level", "acquisition", "wells", "fields", "levels", "labels", "storage_options",
+_PARAMS = ("level", "acquisition", "wells", "fields", "levels", "labels", "tables",
+           "storage_options",
            "consolidated", "validate", "on_missing", "group", "drop_variables")
 
 
 def _options(acquisition: Any = None, wells: Any = None, fields: Any = None, levels: Any = None,
-             labels: Any = True, validate: bool = False, on_missing: str = "raise"
-             ) -> OpenOptions:
+             labels: Any = True, validate: bool = False, on_missing: str = "raise",
+             tables: bool = True) -> OpenOptions:
     # chunks stay None: xarray owns ``chunks=`` and chunks our lazy arrays itself
     return OpenOptions(acquisition=acquisition, wells=wells, fields=fields, levels=levels,
-                       labels=labels, validate=validate, on_missing=on_missing)  # type: ignore
+                       labels=labels, validate=validate, on_missing=on_missing,  # type: ignore
+                       tables=tables)
 
 
 def _looks_like_plate(path: str) -> bool:
@@ -55,7 +57,7 @@ class OmeHcsBackendEntrypoint(BackendEntrypoint):
     """Open OME-Zarr High Content Screening plates (OME-NGFF 0.4 / 0.5) with xarray.
 
     Options (all optional): ``acquisition``, ``wells``, ``fields``, ``levels``, ``labels``,
-    ``storage_options``, ``consolidated``, ``validate``, ``on_missing``; see
+    ``tables``, ``storage_options``, ``consolidated``, ``validate``, ``on_missing``; see
     :func:`xarray_hcs.open_plate`.
     """
 
@@ -81,9 +83,10 @@ class OmeHcsBackendEntrypoint(BackendEntrypoint):
                       storage_options: dict[str, Any] | None = None,
                       consolidated: bool | None = None, validate: bool = False,
                       on_missing: str = "raise", group: str | None = None,
-                      drop_variables: str | Iterable[str] | None = None,
+                      drop_variables: str | Iterable[str] | None = None, tables: bool = True,
                       **kwargs: Any) -> xr.DataTree:
-        opts = _options(acquisition, wells, fields, levels, labels, validate, on_missing)
+        opts = _options(acquisition, wells, fields, levels, labels, validate, on_missing,
+                        tables)
         tree = plate_tree(filename_or_obj, opts, storage_options, consolidated)
         if group not in (None, "", "/"):
             tree = tree[group.strip("/")]  # type: ignore[assignment,union-attr]
@@ -96,8 +99,9 @@ class OmeHcsBackendEntrypoint(BackendEntrypoint):
                             consolidated: bool | None = None, validate: bool = False,
                             on_missing: str = "raise", group: str | None = None,
                             drop_variables: str | Iterable[str] | None = None,
-                            **kwargs: Any) -> dict[str, xr.Dataset]:
-        opts = _options(acquisition, wells, fields, levels, labels, validate, on_missing)
+                            tables: bool = True, **kwargs: Any) -> dict[str, xr.Dataset]:
+        opts = _options(acquisition, wells, fields, levels, labels, validate, on_missing,
+                        tables)
         groups = plate_groups(filename_or_obj, opts, storage_options, consolidated)
         if group not in (None, "", "/"):
             prefix = "/" + group.strip("/")
@@ -124,7 +128,8 @@ class OmeHcsBackendEntrypoint(BackendEntrypoint):
             from .stack import stack_tree
 
             lv = 0 if level is None else level
-            opts = _options(acquisition, wells, fields, [lv], False, validate, on_missing)
+            opts = _options(acquisition, wells, fields, [lv], False, validate, on_missing,
+                            tables=False)
             tree = plate_tree(filename_or_obj, opts, storage_options, consolidated)
             # the tree holds just that level now: the first (and only) one listed
             ds = stack_tree(tree, tree.hcs.field_paths, tree.hcs.wells, 0)

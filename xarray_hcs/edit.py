@@ -104,6 +104,8 @@ def _select(tree: xr.DataTree, rows: Sequence[str] | None, columns: Sequence[Any
     nodes[""] = root
     for r in {p.split("/")[0] for p in kept}:
         nodes[r] = spec_of(tree[r])
+    if "tables" in tree.children and "tables" not in plate.rows:  # plate-level tables
+        _copy_subtree(tree.children["tables"], "tables", nodes)
     return assemble_tree(nodes)
 
 
@@ -127,8 +129,9 @@ def _copy_field(fnode: xr.DataTree, fpath: str, levels: Sequence[int | str] | No
     nodes[fpath] = fspec
     for lp in kept_paths:
         nodes[f"{fpath}/{lp}"] = spec_of(fnode[lp])
-    if "labels" in fnode.children:  # labels keep all their levels, as when opening
-        _copy_subtree(fnode.children["labels"], f"{fpath}/labels", nodes)
+    for kept_child in ("labels", "tables"):  # labels keep all their levels, as when opening
+        if kept_child in fnode.children:
+            _copy_subtree(fnode.children[kept_child], f"{fpath}/{kept_child}", nodes)
 
 
 def _copy_subtree(node: xr.DataTree, path: str, nodes: dict[str, NodeSpec | None]) -> None:

@@ -19,6 +19,7 @@ import xarray as xr
 
 from ._xarray_internals import node_coord, node_data_var
 from .errors import HcsMetadataError
+from .tables import TABLES, TableMeta
 from .ngff import Multiscale, Plate, Well, check_relative_path
 
 __all__ = ["LevelSpec", "ImageSpec", "WellSpec", "PlateSpec", "plate_spec"]
@@ -42,6 +43,16 @@ class ImageSpec:
     labels_ome: dict[str, Any] | None = None  # the labels group, for field images
     labels_other: dict[str, Any] = field(default_factory=dict)
     labels: list[ImageSpec] = field(default_factory=list)
+    tables: TablesSpec | None = None
+
+
+@dataclass
+class TablesSpec:
+    """A ``tables`` group to write: its attributes and each table's metadata and rows."""
+
+    path: str  # the tables group, relative to the plate root
+    attrs: dict[str, Any]  # the group's attributes but the list of names
+    tables: list[tuple[str, TableMeta, Any]]  # (name, meta, DataFrame or TableSource)
 
 
 @dataclass
@@ -58,6 +69,7 @@ class PlateSpec:
     other: dict[str, Any]
     rows: dict[str, dict[str, Any]]
     wells: list[WellSpec]
+    tables: TablesSpec | None = None
 
     def images(self) -> Iterator[ImageSpec]:
         for w in self.wells:
@@ -72,7 +84,7 @@ def _split(attrs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return ome, other
 
 
-def _coord_transform(level: xr.DataTree, dim: str, n: int, fallback: tuple[float, float]
+def coord_transform(level: xr.DataTree, dim: str, n: int, fallback: tuple[float, float]
                      ) -> tuple[float, float]:
     """(scale, translation) of ``dim`` from the level's coordinate, or ``fallback``."""
     found = node_coord(level, dim)
@@ -134,7 +146,7 @@ def _image_spec(tree: xr.DataTree, path: str, var_name: str) -> ImageSpec:
         scale, trans = [], []
         for i, (name, ax) in enumerate(zip(axes, ms.axes, strict=True)):
             if ax.type in ("space", "time") or (ax.type is None and name.lower() in "tzyx"):
-                s, t = _coord_transform(lnode, name, var.shape[i], (scale0[i], trans0[i]))
+                s, t = coord_transform(lnode, name, var.shape[i], (scale0[i], trans0[i]))
             else:  # channel and custom axes have no physical coordinate
                 s, t = scale0[i], trans0[i]
             scale.append(s)
@@ -195,6 +207,8 @@ def plate_spec(tree: xr.DataTree) -> PlateSpec:
         if r in tree.children and c in tree[r].children:
             present.append(w.path)
     for r, rnode in tree.children.items():
+        if r == TABLES and r not in plate.rows:
+            continue  # plate-level tables
         for c in rnode.children:
             if f"{r}/{c}" not in {w.path for w in plate.wells}:
                 raise HcsMetadataError(f"well {r}/{c} is in the tree but not in the plate "
@@ -213,6 +227,7 @@ def plate_spec(tree: xr.DataTree) -> PlateSpec:
                 continue
             fspec = _image_spec(tree, f"{wpath}/{im.path}", "image")
             _label_specs(tree, fspec)
+            fspec.tables = _tables_spec(_node(tree, fspec.path), fspec.path)
             fields.append(fspec)
             kept.append(im.to_dict())
         wome["well"] = {**{k: v for k, v in wome["well"].items() if k != "images"},
@@ -223,7 +238,28 @@ def plate_spec(tree: xr.DataTree) -> PlateSpec:
     rows = {}
     for r in dict.fromkeys(p.split("/")[0] for p in present):
         rows[r] = {k: copy.deepcopy(v) for k, v in tree[r].attrs.items()}
-    return PlateSpec(ome, other, rows, wells)
+    plate_tables = _tables_spec(tree, "") if TABLES not in plate.rows else None
+    return PlateSpec(ome, other, rows, wells, plate_tables)
+
+
+def _tables_spec(node: xr.DataTree, path: str) -> TablesSpec | None:
+    """The tables below ``node`` (an image or the plate), checked now, before any write."""
+    from .plate_tables import table_nodes
+
+    tnode = node.children.get(TABLES)
+    if tnode is None:
+        return None
+    tpath = f"{path}/{TABLES}" if path else TABLES
+    attrs = {k: copy.deepcopy(v) for k, v in tnode.attrs.items() if k != TABLES}
+    tables = []
+    for name, n in table_nodes(node).items():
+        check_relative_path(name, "table name", f"/{tpath}")
+        meta = TableMeta.from_attrs(dict(n.attrs), f"/{tpath}/{name}")
+        held = n.encoding.get("ome_table")
+        if held is None:
+            raise HcsMetadataError("table node holds no rows", f"/{tpath}/{name}")
+        tables.append((name, meta, held))
+    return TablesSpec(tpath, attrs, tables)
 
 
 def _label_specs(tree: xr.DataTree, fspec: ImageSpec) -> None:

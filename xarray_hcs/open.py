@@ -56,6 +56,7 @@ def open_plate(
     fields: Any = None,
     levels: Any = None,
     labels: bool | list[str] = True,
+    tables: bool = True,
     chunks: Any = {},  # noqa: B006 - never mutated; {} means "the stored chunks"
     storage_options: dict[str, Any] | None = None,
     consolidated: bool | None = None,
@@ -82,6 +83,9 @@ def open_plate(
         Resolution levels to read: indices (``0``, ``-1``) or dataset paths (``"s0"``).
     labels
         Read label images: True (all), False, or a list of label names.
+    tables
+        List the tables of the fields and of the plate (their group documents are read; the
+        rows are read when asked for, with ``dt.hcs.table`` / ``concat_tables``).
     chunks
         ``{}`` (default) dask arrays on the stored chunks (shards for sharded arrays);
         ``None`` lazily indexed arrays without dask; or dask chunks.
@@ -92,8 +96,8 @@ def open_plate(
     validate
         Also check the stricter rules of the spec (see :mod:`xarray_hcs.ngff.validate`).
     on_missing
-        ``"raise"`` (default) or ``"warn"`` to skip wells, fields and labels that the
-        metadata lists but the store lacks.
+        ``"raise"`` (default) or ``"warn"`` to skip wells, fields, labels and tables that
+        the metadata lists but the store lacks.
 
     Returns
     -------
@@ -102,5 +106,5 @@ def open_plate(
     """
     opts = OpenOptions(acquisition=acquisition, wells=wells, fields=fields, levels=levels,
                        labels=labels, chunks=chunks, validate=validate,
-                       on_missing=on_missing)  # type: ignore[arg-type]
+                       on_missing=on_missing, tables=tables)  # type: ignore[arg-type]
     return plate_tree(store, opts, storage_options, consolidated)

@@ -80,7 +80,7 @@ def _parse_array_doc(doc: Any, zarr_format: int, path: str, where: str) -> Array
                 raise HcsMetadataError(f"unsupported chunk grid {grid.get('name')!r}", where)
             # the outer grid: with sharding these are the shards, the unit of I/O we want
             chunks = tuple(int(c) for c in grid["configuration"]["chunk_shape"])
-            dtype = _v3_dtype(doc["data_type"], where)
+            dtype = _v3_dtype(doc["data_type"], where, doc)
             dim_names = doc.get("dimension_names")
             dims = tuple(dim_names) if isinstance(dim_names, list) else None
         else:
@@ -105,7 +105,7 @@ def _v2_dtype(d: Any) -> Any:
     return d
 
 
-def _v3_dtype(d: Any, path: str) -> np.dtype:
+def _v3_dtype(d: Any, path: str, doc: dict[str, Any] | None = None) -> np.dtype:
     if isinstance(d, str):
         try:
             return np.dtype(d)
@@ -115,6 +115,8 @@ def _v3_dtype(d: Any, path: str) -> np.dtype:
     from zarr.core.metadata.v3 import ArrayV3Metadata
 
     try:
+        if doc is not None:  # the array's own document: its codecs suit its data type
+            return ArrayV3Metadata.from_dict(dict(doc)).dtype.to_native_dtype()
         return ArrayV3Metadata.from_dict(
             {"zarr_format": 3, "node_type": "array", "shape": [1], "data_type": d,
              "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1]}},

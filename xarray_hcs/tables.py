@@ -468,20 +468,27 @@ def _anndata_documents(df: pd.DataFrame, meta: TableMeta, zarr_format: int, wher
         else:
             raise HcsTableError(f"column {c!r} ({s.dtype}) is neither numeric nor strings, "
                                 "which AnnData tables cannot hold", where)
-    obs = flat[obs_cols].copy()
-    obs.index = pd.Index(index, name=key)
+    # strings as object arrays: AnnData writes those on every pandas (it has no writer for
+    # pandas 3's Arrow-backed strings)
+    obs = pd.DataFrame({c: (flat[c].astype(object) if not pd.api.types.is_integer_dtype(flat[c])
+                            and not isinstance(flat[c].dtype, pd.CategoricalDtype)
+                            else flat[c]) for c in obs_cols},
+                       index=pd.Index(index, name=key, dtype=object))
     x = flat[x_cols].to_numpy(dtype=np.float64 if len({str(flat[c].dtype) for c in x_cols}) > 1
                               else None) if x_cols else np.zeros((len(flat), 0))
-    var = pd.DataFrame(index=pd.Index([str(c) for c in x_cols]))
+    var = pd.DataFrame(index=pd.Index([str(c) for c in x_cols], dtype=object))
     adata = ad.AnnData(X=x, obs=obs, var=var)
     store = MemoryStore()
     with _ANNDATA_LOCK:
-        old = ad.settings.zarr_write_format
+        old = ad.settings.zarr_write_format, ad.settings.auto_shard_zarr_v3
         try:
+            # order matters: AnnData refuses zarr v2 while sharding is on
+            ad.settings.auto_shard_zarr_v3 = False
             ad.settings.zarr_write_format = zarr_format
             adata.write_zarr(store)
         finally:
-            ad.settings.zarr_write_format = old
+            ad.settings.zarr_write_format = old[0]
+            ad.settings.auto_shard_zarr_v3 = old[1]
     group = zarr.open_group(store, mode="r+")
     group.attrs.update(meta.to_attrs())
     return {k: v.to_bytes() for k, v in store._store_dict.items()}
@@ -507,3 +514,35 @@ async def write_documents(store: Store, prefix: str, docs: dict[str, bytes]) -> 
 
 
 _META_NAMES = ("zarr.json", ".zattrs", ".zgroup")
+
+
+# ---------------------------------------------------------------------------- in the tree
+
+
+class TableSource:
+    """Where a table node's rows are: a table group in the store the tree was opened from.
+
+    Kept in the node's ``encoding["ome_table"]`` (an added table keeps its DataFrame there
+    instead), so the rows are read only when asked for, and never twice.
+    """
+
+    __slots__ = ("ps", "path", "_cache")
+
+    def __init__(self, ps: PlateStore, path: str) -> None:
+        self.ps = ps
+        self.path = path
+        self._cache: pd.DataFrame | None = None
+
+    def __repr__(self) -> str:
+        return f"<TableSource {self.ps.where(self.path)!r}>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"ps": self.ps, "path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["ps"], state["path"])  # type: ignore[misc]
+
+    async def read(self, meta: TableMeta) -> pd.DataFrame:
+        if self._cache is None:
+            self._cache = await read_table(self.ps, self.path, meta)
+        return self._cache.copy(deep=False)

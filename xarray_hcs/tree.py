@@ -66,6 +66,7 @@ class OpenOptions:
     chunks: Any = None
     validate: bool = False
     on_missing: OnMissing = "raise"
+    tables: bool = True
 
     def __post_init__(self) -> None:
         if self.on_missing not in ("raise", "warn"):
@@ -99,6 +100,16 @@ class ImageRecord:
     acquisition: int | None = None
     labels_group: tuple[dict[str, Any], dict[str, Any]] | None = None  # (ome, other) of labels/
     labels: list[ImageRecord] = field(default_factory=list)
+    tables: TablesRecord | None = None
+
+
+@dataclass(slots=True, repr=False)
+class TablesRecord:
+    """A ``tables`` group: its attributes and, per listed table present, the table's."""
+
+    path: str  # the tables group, relative to the plate root
+    attrs: dict[str, Any]
+    tables: list[tuple[str, dict[str, Any]]]
 
 
 @dataclass(slots=True, repr=False)
@@ -119,6 +130,7 @@ class PlateRecord:
     plate: Plate  # as selected: lists exactly the wells read
     rows: dict[str, dict[str, Any]]  # row name → attrs of the row group (often empty)
     wells: list[WellRecord]
+    tables: TablesRecord | None = None
 
 
 # ----------------------------------------------------------------------------- selection
@@ -277,9 +289,10 @@ class _Walker:
         acq = resolve_acquisition(plate, self.opts.acquisition, ps.source)
         wells = select_wells(plate, self.opts.wells, ps.source)
         row_names = list(dict.fromkeys(w.row for w in wells))
-        row_attrs, well_recs = await asyncio.gather(
+        row_attrs, well_recs, tables = await asyncio.gather(
             self._all(*(ps.group_attrs(r) for r in row_names)),
-            self._all(*(self.well(w.path, plate, acq) for w in wells)))
+            self._all(*(self.well(w.path, plate, acq) for w in wells)),
+            self._tables("") if self.opts.tables else _none())
         kept = [w for w in well_recs if w is not None]
         kept_paths = {w.path for w in kept}
         sel_plate = replace(
@@ -295,7 +308,8 @@ class _Walker:
         rows = {r: (ngff.decode_attrs(a, ps.zarr_format, r)[1] if a else {})
                 for r, a in zip(row_names, row_attrs, strict=True) if r in
                 {w.path.split("/")[0] for w in kept}}
-        return PlateRecord(self.version, ps.zarr_format, ome, other, sel_plate, rows, kept)
+        return PlateRecord(self.version, ps.zarr_format, ome, other, sel_plate, rows, kept,
+                           tables)
 
     async def well(self, path: str, plate: Plate, acq: int | None) -> WellRecord | None:
         attrs = await self.ps.group_attrs(path)
@@ -330,9 +344,10 @@ class _Walker:
         levels = select_levels(ms, self.opts.levels if not label else None,
                                self.ps.where(path))
         want_labels = not label and self.opts.labels is not False
-        infos, labels_group = await self._all(
+        infos, labels_group, tables = await self._all(
             self._all(*(self.ps.array_info(join_path(path, lv.path)) for lv in levels)),
-            self._labels_group(path, ome) if want_labels else _none())
+            self._labels_group(path, ome) if want_labels else _none(),
+            self._tables(path) if self.opts.tables and not label else _none())
         recs = []
         for lv, info in zip(levels, infos, strict=True):
             if info is None:
@@ -347,7 +362,7 @@ class _Walker:
             validate.check_image(ms, Omero.from_dict(om, path) if om is not None else None,
                                  [r.info.shape for r in recs], [r.info.dtype for r in recs],
                                  self.ps.where(path), label=label)
-        rec = ImageRecord(path, ome, other, ms, recs, acquisition)
+        rec = ImageRecord(path, ome, other, ms, recs, acquisition, tables=tables)
         if labels_group is not None:
             rec.labels_group = labels_group[0]
             names = labels_group[1]
@@ -381,6 +396,30 @@ class _Walker:
         if group is None and not names:
             return None
         return group, list(names)
+
+
+    async def _tables(self, path: str) -> TablesRecord | None:
+        """The ``tables`` group of an image (or of the plate, ``path=""``), if it has one.
+
+        Only the group documents are read here; the rows are read when asked for.
+        """
+        from .tables import TABLES, TableMeta, parse_tables_list
+
+        tpath = join_path(path, TABLES)
+        attrs = await self.ps.group_attrs(tpath)
+        if attrs is None:
+            return None
+        # an empty group lists no tables (ngio creates them so); otherwise the list must be good
+        names = parse_tables_list(attrs, self.ps.where(tpath)) if attrs else []
+        docs = await self._all(*(self.ps.group_attrs(join_path(tpath, n)) for n in names))
+        tables = []
+        for n, a in zip(names, docs, strict=True):
+            if a is None:
+                self._missing(f"table {n!r}", join_path(tpath, n))
+                continue
+            TableMeta.from_attrs(a, self.ps.where(join_path(tpath, n)))
+            tables.append((n, a))
+        return TablesRecord(tpath, attrs, tables)
 
 
 async def _none() -> None:
@@ -634,6 +673,18 @@ class _Builder:
             out[join_path(rec.path, "labels")] = NodeSpec(attrs=lattrs)
             for lrec in rec.labels:
                 self.image_nodes(lrec, out, inherited, var_name=LABEL_VAR)
+        if rec.tables is not None:
+            self.table_nodes(rec.tables, out)
+
+    def table_nodes(self, rec: TablesRecord, out: dict[str, NodeSpec]) -> None:
+        """The tables group and one attrs-only node per table; rows stay in the store."""
+        from .tables import TableSource
+
+        out[rec.path] = NodeSpec(attrs=dict(rec.attrs))
+        for name, attrs in rec.tables:
+            tpath = join_path(rec.path, name)
+            out[tpath] = NodeSpec(attrs=dict(attrs),
+                                  encoding={"ome_table": TableSource(self.ps, tpath)})
 
 
 def _drop(t: tuple[int, ...], squeeze: dict[str, int]) -> tuple[int, ...]:
@@ -656,4 +707,6 @@ def build_nodes(ps: PlateStore, rec: PlateRecord, opts: OpenOptions) -> dict[str
         for f in w.fields:
             extra = {"acquisition": f.acquisition} if f.acquisition is not None else None
             b.image_nodes(f, out, {}, var_name=IMAGE_VAR, extra_attrs=extra)
+    if rec.tables is not None:
+        b.table_nodes(rec.tables, out)
     return out

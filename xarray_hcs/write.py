@@ -312,8 +312,40 @@ def write_groups(store: Store, spec: PlateSpec, version: str, zarr_format: int) 
     rows = {k: v for r, attrs in spec.rows.items()
             for k, v in _docs(r, attrs, zarr_format).items()}
     plate = _docs("", encode_attrs(spec.ome, spec.other, version), zarr_format)
-    for stage in (images, wells, rows, plate):
+    table_files, table_groups = _table_docs(spec, zarr_format)
+    for stage in (table_files, table_groups, images, wells, rows, plate):
         run_sync(_set_all(store, stage))
+
+
+def _table_docs(spec: PlateSpec, zarr_format: int) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """Every table's files, and each tables group's document (which lists them)."""
+    import asyncio
+
+    from .tables import TableSource, table_documents, tables_group_documents
+
+    groups = [f.tables for w in spec.wells for f in w.fields if f.tables is not None]
+    if spec.tables is not None:
+        groups.append(spec.tables)
+    jobs = [(g, name, meta, held) for g in groups for name, meta, held in g.tables]
+
+    async def rows(meta: Any, held: Any) -> Any:
+        return await held.read(meta) if isinstance(held, TableSource) else held
+
+    async def all_rows() -> list[Any]:  # read concurrently; encoded below, off the loop
+        return await asyncio.gather(*(rows(meta, held) for _, _, meta, held in jobs))
+
+    frames = run_sync(all_rows()) if jobs else []
+    out: dict[str, bytes] = {}
+    for (g, name, meta, _), df in zip(jobs, frames, strict=True):
+        tpath = join_path(g.path, name)
+        for k, v in table_documents(df, meta, zarr_format, f"/{tpath}").items():
+            out[join_path(tpath, k)] = v
+    listing: dict[str, bytes] = {}
+    for g in groups:
+        for k, v in tables_group_documents([n for n, _, _ in g.tables], g.attrs,
+                                           zarr_format).items():
+            listing[join_path(g.path, k)] = v
+    return out, listing
 
 
 def _docs(path: str, attrs: dict[str, Any], zarr_format: int) -> dict[str, bytes]:

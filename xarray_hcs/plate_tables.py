@@ -1,0 +1,297 @@
+"""Tables across a plate tree: list, read, concatenate, add, and ROI selection.
+
+A table is a node ``<image>/tables/<name>`` (``/tables/<name>`` for plate-level tables) whose
+attrs are the table group's attributes; its rows are in the node's ``encoding["ome_table"]``:
+a :class:`~xarray_hcs.tables.TableSource` (read from the store on demand) or a DataFrame (added
+in memory). The ``tables`` node's attrs list the names, as the store does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ._xarray_internals import NodeSpec, assemble_tree, spec_of
+from .errors import HcsError, HcsMetadataError, HcsMissingWarning, HcsNotFoundError, \
+    HcsSelectionError
+from .ngff import Plate, Well, check_relative_path
+from .metadata import coord_transform
+from .store import run_sync
+from .tables import (BACKENDS, ROI_COLUMNS, TABLES, HcsTableError, TableMeta, TableSource,
+                     _table_for_writing, normalize_table)
+
+__all__ = ["list_tables", "read_table_node", "concat_tables", "add_table", "table_nodes",
+           "roi"]
+
+#: columns ``concat_tables`` adds in front of every table's own
+KEY_COLUMNS = ("row", "column", "field")
+
+
+def _plate(tree: xr.DataTree) -> Plate:
+    ome = tree.attrs.get("ome")
+    if not isinstance(ome, dict) or "plate" not in ome:
+        raise HcsMetadataError("the tree's root holds no plate metadata", "/")
+    return Plate.from_dict(ome["plate"], "/")
+
+
+def _fields(tree: xr.DataTree, acquisition: int | None) -> list[tuple[str, str, str, int | None]]:
+    """(row, column, field, acquisition) of every field in the tree, in plate order."""
+    out = []
+    plate = _plate(tree)
+    for w in plate.wells:
+        rnode = tree.children.get(w.row)
+        wnode = rnode.children.get(w.column) if rnode is not None else None
+        if wnode is None:
+            continue
+        well = Well.from_dict(wnode.attrs["ome"]["well"], f"/{w.path}")
+        for im in well.images:
+            if im.path not in wnode.children:
+                continue
+            if acquisition is not None and im.acquisition != acquisition:
+                continue
+            out.append((w.row, w.column, im.path, im.acquisition))
+    return out
+
+
+def _node_at(tree: xr.DataTree, path: str) -> xr.DataTree | None:
+    node = tree
+    for part in [p for p in path.strip("/").split("/") if p]:
+        node = node.children.get(part)  # type: ignore[assignment]
+        if node is None:
+            return None
+    return node
+
+
+def table_nodes(node: xr.DataTree) -> dict[str, xr.DataTree]:
+    """``{name: table node}`` of one image (or the plate) node, in the listed order."""
+    tnode = node.children.get(TABLES) if node is not None else None
+    if tnode is None:
+        return {}
+    listed = tnode.attrs.get(TABLES, [])
+    names = [n for n in listed if n in tnode.children]
+    return {n: tnode.children[n] for n in names}
+
+
+def _acq_id(tree: xr.DataTree, acquisition: int | str | None) -> int | None:
+    if acquisition is None:
+        return None
+    from .tree import resolve_acquisition
+
+    return resolve_acquisition(_plate(tree), acquisition, "/")
+
+
+def list_tables(tree: xr.DataTree, mode: str = "common", acquisition: int | str | None = None,
+                path: str | None = None) -> list[str]:
+    """Names of the tables of every field (``"common"``: in all of them; ``"all"``: in any),
+    or of the node at ``path`` (``""`` for plate-level tables)."""
+    if path is not None:
+        node = _node_at(tree, path)
+        if node is None:
+            raise HcsSelectionError("no such node in the tree", f"/{path.strip('/')}")
+        return list(table_nodes(node))
+    if mode not in ("common", "all"):
+        raise ValueError(f"mode must be 'common' or 'all', got {mode!r}")
+    per_field = [list(table_nodes(tree[f"{r}/{c}/{f}"]))
+                 for r, c, f, _ in _fields(tree, _acq_id(tree, acquisition))]
+    if not per_field:
+        return []
+    ordered = list(dict.fromkeys(n for names in per_field for n in names))
+    if mode == "all":
+        return ordered
+    common = set(per_field[0]).intersection(*map(set, per_field[1:]))
+    return [n for n in ordered if n in common]
+
+
+def _meta(node: xr.DataTree) -> TableMeta:
+    return TableMeta.from_attrs(dict(node.attrs), node.path)
+
+
+async def _read(node: xr.DataTree) -> pd.DataFrame:
+    held = node.encoding.get("ome_table")
+    meta = _meta(node)
+    if isinstance(held, pd.DataFrame):
+        return held.copy(deep=False)
+    if isinstance(held, TableSource):
+        return await held.read(meta)
+    raise HcsNotFoundError("table node holds no rows (neither read from a store nor added)",
+                           node.path)
+
+
+def read_table_node(tree: xr.DataTree, path: str, name: str) -> pd.DataFrame:
+    """The table ``name`` of the image (or plate, ``path=""``) at ``path``."""
+    node = _node_at(tree, path)
+    if node is None:
+        raise HcsSelectionError("no such node in the tree", f"/{path.strip('/')}")
+    tables = table_nodes(node)
+    if name not in tables:
+        raise HcsSelectionError(f"has no table {name!r} (it has: {list(tables) or 'none'})",
+                                node.path)
+    return run_sync(_read(tables[name]))
+
+
+def concat_tables(tree: xr.DataTree, name: str, acquisition: int | str | None = None,
+                  strict: bool = True) -> pd.DataFrame:
+    """One DataFrame of table ``name`` over every field; see ``HcsAccessor.concat_tables``."""
+    acq = _acq_id(tree, acquisition)
+    fields = _fields(tree, acq)
+    with_acq = bool(_plate(tree).acquisitions)
+    jobs, keys = [], []
+    for r, c, f, a in fields:
+        node = table_nodes(tree[f"{r}/{c}/{f}"]).get(name)
+        if node is None:
+            if strict:
+                raise HcsNotFoundError(f"has no table {name!r} (pass strict=False to skip "
+                                       "fields without it)", f"/{r}/{c}/{f}")
+            continue
+        jobs.append(node)
+        keys.append((r, c, f, a))
+    frames = run_sync(_gather(jobs, strict))
+    parts = []
+    for (r, c, f, a), df in zip(keys, frames, strict=True):
+        if df is None:
+            continue
+        parts.append(_labelled(df, r, c, f, a if with_acq else None))
+    if not parts:
+        return pd.DataFrame(columns=[*KEY_COLUMNS, *(("acquisition",) if with_acq else ())])
+    out = pd.concat(parts, axis=0, copy=False) if len(parts) > 1 else parts[0]
+    return out
+
+
+async def _gather(nodes: list[xr.DataTree], strict: bool) -> list[pd.DataFrame | None]:
+    async def one(node: xr.DataTree) -> pd.DataFrame | None:
+        try:
+            return await _read(node)
+        except HcsError as e:
+            if strict:
+                raise
+            warnings.warn(f"{e}; skipped", HcsMissingWarning, stacklevel=4)
+            return None
+
+    return list(await asyncio.gather(*(one(n) for n in nodes)))
+
+
+def _labelled(df: pd.DataFrame, row: str, col: str, field: str, acq: int | None
+              ) -> pd.DataFrame:
+    """``df`` with the key columns in front and the index ``{row}_{col}_{field}_{index}``;
+    the original index is kept as a column of its own name."""
+    n = len(df)
+    key = df.index.name or "index"
+    orig = df.index
+    prefix = f"{row}_{col}_{field}_"
+    index = pd.Index([prefix + str(v) for v in orig], dtype=object)
+    cols: dict[str, Any] = {"row": np.full(n, row, dtype=object),
+                            "column": np.full(n, col, dtype=object),
+                            "field": np.full(n, field, dtype=object)}
+    if acq is not None:
+        cols["acquisition"] = np.full(n, acq, dtype=np.int64)
+    front = pd.DataFrame(cols, index=index)
+    front[key] = orig.to_numpy()
+    body = df.set_axis(index, axis=0)
+    body = body.drop(columns=[c for c in body.columns if c in front.columns])
+    return pd.concat([front, body], axis=1, copy=False)
+
+
+def add_table(tree: xr.DataTree, path: str, name: str, df: pd.DataFrame,
+              kind: str = "generic_table", backend: str = "parquet",
+              index_key: str | None = None, index_type: str | None = None,
+              region: str | None = None, instance_key: str | None = None,
+              overwrite: bool = False) -> xr.DataTree:
+    """A new tree with ``df`` as table ``name`` of the image (or plate) at ``path``."""
+    path = path.strip("/")
+    where = f"/{path}/{TABLES}/{name}" if path else f"/{TABLES}/{name}"
+    check_relative_path(name, "table name", where, parts=1)
+    node = _node_at(tree, path)
+    if node is None:
+        raise HcsSelectionError("no such node in the tree", f"/{path}")
+    if path and "multiscales" not in node.attrs.get("ome", {}):
+        raise HcsSelectionError("tables belong to an image (a field) or to the plate", f"/{path}")
+    if not path:
+        _plate(tree)
+    if backend not in BACKENDS:
+        raise HcsMetadataError(f"unknown table backend {backend!r} (known: "
+                               f"{', '.join(BACKENDS)})", where)
+    if not isinstance(kind, str) or not kind:
+        raise HcsMetadataError(f"table kind must be a non-empty string, got {kind!r}", where)
+    existing = table_nodes(node)
+    if name in existing and not overwrite:
+        raise HcsError(f"table {name!r} exists (pass overwrite=True to replace it)", where)
+    key = index_key or (df.index.name if isinstance(df, pd.DataFrame) else None) or (
+        "label" if kind in ("feature_table", "masking_roi_table") else "index")
+    if index_type is None:
+        index_type = "int" if pd.api.types.is_integer_dtype(df.index) else "str"
+    if kind in ("feature_table", "masking_roi_table") and instance_key is None:
+        instance_key = key
+    if region is not None:
+        check_relative_path(region.removeprefix("../"), "table region", where)
+    meta = TableMeta(kind, backend, "1", key, index_type,
+                     region, instance_key)
+    if meta.is_roi:
+        missing = [c for c in ROI_COLUMNS if c not in df.columns]
+        if missing:
+            raise HcsTableError(f"a {kind} needs the columns {missing}", where)
+    _table_for_writing(df, meta, where)  # every check writing will make, now
+    table = normalize_table(df.copy(deep=False), meta, where)
+    tpath = f"{path}/{TABLES}" if path else TABLES
+    nodes: dict[str, NodeSpec | None] = {}
+    _specs(tree, "", nodes)
+    tnode = node.children.get(TABLES)
+    tattrs = dict(tnode.attrs) if tnode is not None else {}
+    names = [n for n in tattrs.get(TABLES, []) if n != name] + [name]
+    nodes[tpath] = NodeSpec(attrs={**tattrs, TABLES: names})
+    nodes[f"{tpath}/{name}"] = NodeSpec(attrs=meta.to_attrs(), encoding={"ome_table": table})
+    return assemble_tree(nodes)
+
+
+def _specs(node: xr.DataTree, path: str, out: dict[str, NodeSpec | None]) -> None:
+    out[path] = spec_of(node)
+    for name, child in node.children.items():
+        _specs(child, f"{path}/{name}" if path else name, out)
+
+
+def roi(tree: xr.DataTree, path: str, name: str, index: Any, level: int | str = 0
+        ) -> xr.Dataset:
+    """The pixels of ROI ``index`` of ROI table ``name`` of field ``path``, at ``level``."""
+    fnode = _node_at(tree, path)
+    if fnode is None:
+        raise HcsSelectionError("no such node in the tree", f"/{path.strip('/')}")
+    tables = table_nodes(fnode)
+    if name not in tables:
+        raise HcsSelectionError(f"has no table {name!r}", fnode.path)
+    meta = _meta(tables[name])
+    if not meta.is_roi:
+        raise HcsTableError(f"is a {meta.type}, not a ROI table", tables[name].path)
+    df = run_sync(_read(tables[name]))
+    if index not in df.index:
+        alt = str(index) if not isinstance(index, str) else (
+            int(index) if index.isdigit() else index)
+        if alt not in df.index:
+            raise HcsSelectionError(f"has no ROI {index!r}", tables[name].path)
+        index = alt
+    row = df.loc[index]
+    levels = fnode.attrs["ome"]["multiscales"][0]["datasets"]
+    lpath = levels[level]["path"] if isinstance(level, int) else str(level)
+    lnode = _node_at(fnode, lpath)
+    if lnode is None:
+        raise HcsSelectionError(f"has no level {level!r}", fnode.path)
+    ds = lnode.to_dataset()
+    # ROIs are in micrometres from the image's own origin (Fractal's convention, which ngio
+    # follows; ``*_micrometer_original`` columns hold plate-wide positions): pixel i covers
+    # [i * step, (i + 1) * step), and the ROI takes the pixels from round(start / step) on
+    sel = {}
+    for axis in ("x", "y", "z"):
+        dim = next((d for d in ds.dims if str(d).lower() == axis), None)
+        start, length = row.get(f"{axis}_micrometer"), row.get(f"len_{axis}_micrometer")
+        if dim is None or start is None or length is None or pd.isna(start) or pd.isna(length):
+            continue
+        n = ds.sizes[dim]
+        step, _ = coord_transform(lnode, str(dim), n, (1.0, 0.0))
+        lo = min(n, max(0, int(round(float(start) / step))))
+        hi = min(n, max(lo, int(round((float(start) + float(length)) / step))))
+        sel[dim] = slice(lo, hi)
+    return ds.isel(sel)

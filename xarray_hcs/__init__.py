@@ -18,6 +18,7 @@ from .errors import (
     HcsPathError,
     HcsReadError,
     HcsSelectionError,
+    HcsTableError,
     HcsVersionError,
     HcsWarning,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "HcsPathError",
     "HcsReadError",
     "HcsSelectionError",
+    "HcsTableError",
     "HcsVersionError",
     "HcsWarning",
     "__version__",

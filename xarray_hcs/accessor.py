@@ -277,7 +277,8 @@ class HcsAccessor:
             ``"condition_table"``, ``"generic_roi_table"`` or your own type name.
         backend
             ``"parquet"`` (default), ``"anndata"``, ``"csv"`` or ``"json"``: how
-            :meth:`to_zarr` stores it.
+            :meth:`to_zarr` stores it. AnnData, as ngio writes it, keeps floats and booleans
+            in ``X`` (booleans come back as 0.0 / 1.0) and strings as categoricals.
         index_key, index_type
             Default: the index's name (else ``"label"`` for feature and masking ROI tables,
             ``"index"`` otherwise) and ``"int"`` or ``"str"`` from its dtype.

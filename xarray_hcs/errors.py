@@ -18,6 +18,7 @@ __all__ = [
     "HcsNotAPlateError",
     "HcsReadError",
     "HcsExistsError",
+    "HcsTableError",
     "HcsWarning",
     "HcsMissingWarning",
 ]
@@ -77,6 +78,10 @@ class HcsSelectionError(HcsError, KeyError):
 
 class HcsNotAPlateError(HcsMetadataError):
     """The store (or group) holds no OME-NGFF plate metadata."""
+
+
+class HcsTableError(HcsMetadataError):
+    """A table's rows are inconsistent: columns of different lengths, a repeated index, ..."""
 
 
 class HcsWarning(UserWarning):

@@ -24,7 +24,7 @@ from .ngff import Plate, Well, check_relative_path
 from .metadata import coord_transform
 from .store import run_sync
 from .tables import (BACKENDS, ROI_COLUMNS, TABLES, HcsTableError, TableMeta, TableSource,
-                     _table_for_writing, normalize_table)
+                     _table_for_writing, anndata_columns, normalize_table)
 
 __all__ = ["list_tables", "read_table_node", "concat_tables", "add_table", "table_nodes",
            "roi"]
@@ -159,7 +159,7 @@ def concat_tables(tree: xr.DataTree, name: str, acquisition: int | str | None = 
         parts.append(_labelled(df, r, c, f, a if with_acq else None))
     if not parts:
         return pd.DataFrame(columns=[*KEY_COLUMNS, *(("acquisition",) if with_acq else ())])
-    out = pd.concat(parts, axis=0, copy=False) if len(parts) > 1 else parts[0]
+    out = pd.concat(parts, axis=0) if len(parts) > 1 else parts[0]
     return out
 
 
@@ -194,7 +194,7 @@ def _labelled(df: pd.DataFrame, row: str, col: str, field: str, acq: int | None
     front[key] = orig.to_numpy()
     body = df.set_axis(index, axis=0)
     body = body.drop(columns=[c for c in body.columns if c in front.columns])
-    return pd.concat([front, body], axis=1, copy=False)
+    return pd.concat([front, body], axis=1)
 
 
 def add_table(tree: xr.DataTree, path: str, name: str, df: pd.DataFrame,
@@ -235,7 +235,9 @@ def add_table(tree: xr.DataTree, path: str, name: str, df: pd.DataFrame,
         missing = [c for c in ROI_COLUMNS if c not in df.columns]
         if missing:
             raise HcsTableError(f"a {kind} needs the columns {missing}", where)
-    _table_for_writing(df, meta, where)  # every check writing will make, now
+    flat = _table_for_writing(df, meta, where)  # every check writing will make, now
+    if backend == "anndata":
+        anndata_columns(flat, list(df.columns), where)
     table = normalize_table(df.copy(deep=False), meta, where)
     tpath = f"{path}/{TABLES}" if path else TABLES
     nodes: dict[str, NodeSpec | None] = {}

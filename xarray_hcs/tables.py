@@ -26,13 +26,14 @@ import asyncio
 import io
 import json
 import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from .errors import HcsError, HcsMetadataError, HcsNotFoundError
+from .errors import HcsError, HcsMetadataError, HcsNotFoundError, HcsTableError
 from .ngff import check_relative_path
 
 if TYPE_CHECKING:
@@ -55,10 +56,6 @@ ROI_COLUMNS = ("x_micrometer", "y_micrometer", "z_micrometer",
                "len_x_micrometer", "len_y_micrometer", "len_z_micrometer")
 _LABEL_TYPES = ("masking_roi_table", "feature_table")
 TABLES = "tables"
-
-
-class HcsTableError(HcsMetadataError):
-    """A table's data is inconsistent: columns of different lengths, a non-unique index, ..."""
 
 
 def backend_name(name: Any, where: str) -> str:
@@ -200,7 +197,9 @@ def _table_for_writing(df: pd.DataFrame, meta: TableMeta, where: str) -> pd.Data
                             where)
     if not df.index.is_unique:
         raise HcsTableError("the index is not unique", where)
-    key = meta.index_key or df.index.name or "index"
+    key = meta.index_key or df.index.name
+    if key is None:  # no index key and an unnamed index: the rows have no index to keep
+        return df.reset_index(drop=True)
     if key in df.columns:
         raise HcsTableError(f"index_key {key!r} is also a column", where)
     out = df.copy(deep=False)
@@ -455,24 +454,16 @@ def _anndata_documents(df: pd.DataFrame, meta: TableMeta, zarr_format: int, wher
         raise HcsTableError("writing AnnData tables needs the 'anndata' package", where
                             ) from None
     flat = _table_for_writing(df, meta, where)
-    key = flat.columns[0]
-    index = flat[key].astype(str).to_numpy(dtype=object)
-    obs_cols, x_cols = [], []
-    for c in flat.columns[1:]:
-        s = flat[c]
-        if pd.api.types.is_bool_dtype(s) or (pd.api.types.is_numeric_dtype(s)
-                                             and not pd.api.types.is_integer_dtype(s)):
-            x_cols.append(c)
-        elif pd.api.types.is_integer_dtype(s) or _all_strings(s):
-            obs_cols.append(c)
-        else:
-            raise HcsTableError(f"column {c!r} ({s.dtype}) is neither numeric nor strings, "
-                                "which AnnData tables cannot hold", where)
+    if meta.index_key or df.index.name:
+        key = flat.columns[0]
+        index = flat[key].astype(str).to_numpy(dtype=object)
+        rest = list(flat.columns[1:])
+    else:  # AnnData always has an index: the row numbers, as strings
+        key, index, rest = None, np.arange(len(flat)).astype(str).astype(object), list(flat.columns)
+    obs_cols, x_cols = anndata_columns(flat, rest, where)
     # strings as object arrays: AnnData writes those on every pandas (it has no writer for
     # pandas 3's Arrow-backed strings)
-    obs = pd.DataFrame({c: (flat[c].astype(object) if not pd.api.types.is_integer_dtype(flat[c])
-                            and not isinstance(flat[c].dtype, pd.CategoricalDtype)
-                            else flat[c]) for c in obs_cols},
+    obs = pd.DataFrame({c: _object_strings(flat[c]) for c in obs_cols},
                        index=pd.Index(index, name=key, dtype=object))
     x = flat[x_cols].to_numpy(dtype=np.float64 if len({str(flat[c].dtype) for c in x_cols}) > 1
                               else None) if x_cols else np.zeros((len(flat), 0))
@@ -485,7 +476,9 @@ def _anndata_documents(df: pd.DataFrame, meta: TableMeta, zarr_format: int, wher
             # order matters: AnnData refuses zarr v2 while sharding is on
             ad.settings.auto_shard_zarr_v3 = False
             ad.settings.zarr_write_format = zarr_format
-            adata.write_zarr(store)
+            with warnings.catch_warnings():  # AnnData consolidates; zarr v3 warns about it
+                warnings.simplefilter("ignore", UserWarning)
+                adata.write_zarr(store)
         finally:
             ad.settings.zarr_write_format = old[0]
             ad.settings.auto_shard_zarr_v3 = old[1]
@@ -494,11 +487,45 @@ def _anndata_documents(df: pd.DataFrame, meta: TableMeta, zarr_format: int, wher
     return {k: v.to_bytes() for k, v in store._store_dict.items()}
 
 
+def anndata_columns(flat: pd.DataFrame, columns: list[Any], where: str
+                    ) -> tuple[list[Any], list[Any]]:
+    """(``obs`` columns, ``X`` columns) as ngio splits a table: floats and booleans in ``X``,
+    integers and strings in ``obs``; anything else cannot be an AnnData table."""
+    obs_cols, x_cols = [], []
+    for c in columns:
+        s = flat[c]
+        if pd.api.types.is_bool_dtype(s) or (pd.api.types.is_numeric_dtype(s)
+                                             and not pd.api.types.is_integer_dtype(s)):
+            x_cols.append(c)
+        elif pd.api.types.is_integer_dtype(s) or _all_strings(s):
+            obs_cols.append(c)
+        else:
+            raise HcsTableError(f"column {c!r} ({s.dtype}) is neither numeric nor strings, "
+                                "which AnnData tables cannot hold", where)
+    return obs_cols, x_cols
+
+
+def _object_strings(s: pd.Series) -> Any:
+    """The column's values (no index to align on), strings as Python objects."""
+    if pd.api.types.is_integer_dtype(s):
+        return s.to_numpy()
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        cats = s.cat.categories
+        return pd.Categorical.from_codes(s.cat.codes, ordered=s.cat.ordered,
+                                         categories=pd.Index(cats.astype(object), dtype=object))
+    # as a categorical with object categories, which is what AnnData would make of a string
+    # column on write (its own conversion infers pandas 3 Arrow strings, which it cannot write)
+    values = s.to_numpy(dtype=object)
+    cats = sorted({v for v in values if isinstance(v, str)})
+    return pd.Categorical(values, categories=pd.Index(cats, dtype=object))
+
+
 def _all_strings(s: pd.Series) -> bool:
     if isinstance(s.dtype, pd.CategoricalDtype):
         s = pd.Series(s.cat.categories)
-    non_null = s.dropna()
-    return pd.api.types.is_string_dtype(s.dtype) or all(isinstance(v, str) for v in non_null)
+    if s.dtype != object:
+        return pd.api.types.is_string_dtype(s.dtype)
+    return all(isinstance(v, str) for v in s.dropna())
 
 
 async def write_documents(store: Store, prefix: str, docs: dict[str, bytes]) -> None:

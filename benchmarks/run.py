@@ -45,6 +45,10 @@ P2_PLATE = SamplePlate(rows=8, columns=12, fields=4, levels=1, shape_zyx=(1, 512
                        version="0.5", chunk_yx=512)
 P6_PLATE = dataclasses.replace(P2_PLATE, rows=16, columns=24)
 P3_PLATE = dataclasses.replace(P2_PLATE, levels=3)
+#: P4: 384 images, each with a 200-row feature table (tiny images: the tables are the load)
+P4_PLATE = SamplePlate(rows=8, columns=12, fields=4, levels=1, shape_zyx=(1, 16, 16),
+                       version="0.5", labels=False)
+P4_ROWS = 200
 QUICK = {
     "P1_BIG": dataclasses.replace(P1_BIG, rows=8, columns=12, fields=4),
     "P1_V04": dataclasses.replace(P1_V04, rows=4, columns=6),
@@ -52,6 +56,7 @@ QUICK = {
     "P6_PLATE": dataclasses.replace(P2_PLATE, rows=8, columns=6, shape_zyx=(1, 256, 256)),
     "P3_PLATE": dataclasses.replace(P2_PLATE, rows=2, columns=6, levels=3,
                                     shape_zyx=(1, 256, 256)),
+    "P4_PLATE": dataclasses.replace(P4_PLATE, rows=4, columns=6),
 }
 
 
@@ -354,6 +359,85 @@ def ngio_write(src: Path, dst: Path) -> None:
             ngff_version="0.5", overwrite=True)
 
 
+# ----------------------------------------------------------------------------- tables (P4)
+
+
+def _feature_table(i: int, n: int = P4_ROWS) -> Any:
+    """A per-cell feature table like Fractal's: a label, float features, a count, a class."""
+    import pandas as pd
+
+    rng = np.random.default_rng(i)
+    df = pd.DataFrame({f"feature_{k}": rng.random(n) for k in range(8)})
+    df["n_spots"] = rng.integers(0, 20, n)
+    df["cell_class"] = np.where(rng.random(n) > 0.5, "mitotic", "interphase")
+    df.index = pd.Index(np.arange(1, n + 1), name="label")
+    return df
+
+
+def tables_plate(name: str, layout: SamplePlate, backend: str) -> Path:
+    """``layout``'s plate with a ``features`` table in every field, in ``backend``; the table
+    files are written as ngio lays them out (tests/test_tables.py checks ngio reads them)."""
+    from xarray_hcs.tables import TableMeta, table_documents, tables_group_documents
+
+    path = _plate(f"{name}-{backend}", layout)
+    done = path / f".tables-{backend}-{P4_ROWS}"
+    if done.exists():
+        return path
+    print(f"  adding {backend} tables to {path.name} ...", file=sys.stderr, flush=True)
+    zf = 2 if layout.version == "0.4" else 3
+    meta = TableMeta("feature_table", backend, "1", "label", "int", None, "label")
+    import xarray_hcs
+
+    for i, fp in enumerate(xarray_hcs.open_plate(path).hcs.field_paths):
+        docs = {f"tables/features/{k}": v for k, v in
+                table_documents(_feature_table(i), meta, zf, fp).items()}
+        docs.update({f"tables/{k}": v for k, v in
+                     tables_group_documents(["features"], {}, zf).items()})
+        for k, v in docs.items():
+            f = path / fp / k
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(v)
+    done.touch()
+    return path
+
+
+def ours_concat(p: Path) -> Any:
+    import xarray as xr
+
+    return xr.open_datatree(p, engine="ome-hcs").hcs.concat_tables("features")
+
+
+def ngio_concat(p: Path) -> Any:
+    import ngio
+
+    plate_ = ngio.open_ome_zarr_plate(str(p))
+    return plate_.concatenate_image_tables("features", **_NGIO_CONCURRENT).dataframe
+
+
+def raw_concat(p: Path, backend: str, threads: int = 4) -> Any:
+    """Each table file read by its own library (pyarrow; AnnData's ``read_elem`` for X, obs,
+    var), then ``pd.concat``: no plate metadata, no labelling."""
+    import pandas as pd
+
+    paths = [str(p / fp / "tables" / "features") for fp, _ in _fields(p)]
+    if backend == "parquet":
+        import pyarrow.parquet as pq
+
+        def one(t: str) -> Any:
+            return pq.read_table(f"{t}/table.parquet").to_pandas()
+    else:
+        import zarr
+        from anndata.io import read_elem
+
+        def one(t: str) -> Any:
+            g = zarr.open_group(t, mode="r")
+            obs, x, var = read_elem(g["obs"]), read_elem(g["X"]), read_elem(g["var"])
+            out = pd.DataFrame(x, index=obs.index, columns=var.index)
+            return out.join(obs)
+    with ThreadPoolExecutor(threads) as ex:
+        return pd.concat(list(ex.map(one, paths)))
+
+
 # ----------------------------------------------------------------------------- harness
 
 
@@ -396,7 +480,7 @@ def peak_rss(expr: str) -> tuple[float, float]:
 
 def run(only: set[str] | None, quick: bool, repeat: int) -> list[Result]:
     layouts = {"P1_BIG": P1_BIG, "P1_V04": P1_V04, "P2_PLATE": P2_PLATE, "P6_PLATE": P6_PLATE,
-               "P3_PLATE": P3_PLATE}
+               "P3_PLATE": P3_PLATE, "P4_PLATE": P4_PLATE}
     if quick:
         layouts = QUICK
 
@@ -479,6 +563,17 @@ def run(only: set[str] | None, quick: bool, repeat: int) -> list[Result]:
         add(w, "ngff-zarr HCSPlateWriter", lambda: ngff_zarr_write(src, dst), peer=True,
             times=1)
         add(w, "ngio create + add_image", lambda: ngio_write(src, dst), peer=True, times=1)
+    if want("P4"):
+        lay = layouts["P4_PLATE"]
+        n = lay.rows * lay.columns * lay.fields
+        for backend in ("anndata", "parquet"):
+            p = tables_plate("quick-P4" if quick else "P4", lay, backend)
+            w = f"P4 concat {n} tables x {P4_ROWS} rows ({backend})"
+            add(w, f"{backend} reader per file, threads", lambda p=p, b=backend: raw_concat(p, b),
+                baseline=True)
+            add(w, "xarray_hcs open + concat_tables", lambda p=p: ours_concat(p))
+            add(w, "ngio open + concatenate_image_tables", lambda p=p: ngio_concat(p),
+                peer=True, times=1)
     if want("P6"):
         lay = layouts["P6_PLATE"]
         p = plate("P6_PLATE", lay)
@@ -540,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run")
     ap.add_argument("--quick", action="store_true", help="small plates, one minute")
     ap.add_argument("--only", default=None,
-                    help="comma-separated workloads: P1,P1x,P1s,P2,P3,P6")
+                    help="comma-separated workloads: P1,P1x,P1s,P2,P3,P4,P6")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-save", action="store_true", help="do not write docs/performance.md")
     args = ap.parse_args(argv)

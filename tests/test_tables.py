@@ -15,8 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import xarray_hcs
-from xarray_hcs.errors import (HcsError, HcsMetadataError, HcsMissingWarning, HcsNotFoundError,
-                               HcsPathError, HcsSelectionError)
+from xarray_hcs.errors import (
+    HcsError,
+    HcsMetadataError,
+    HcsMissingWarning,
+    HcsNotFoundError,
+    HcsPathError,
+    HcsSelectionError,
+)
 from xarray_hcs.tables import HcsTableError
 
 ngio = pytest.importorskip("ngio")
@@ -50,9 +56,6 @@ def _quiet():
 def _ngio_plate(path: Path, version: str) -> Path:
     """An ngio plate: every table type on A/01/0 in every backend, features in mixed backends
     on the other fields (none on B/01/0), and plate-level condition tables."""
-    from ngio import ImageInWellPath, Roi, create_empty_plate, create_ome_zarr_from_array
-    from ngio.tables import (ConditionTable, FeatureTable, GenericRoiTable, GenericTable,
-                             MaskingRoiTable, RoiTable)
 
     # ngio's AnnData writer cannot write pandas 3's Arrow-backed strings: write the fixture
     # with pandas' object strings, as ngio's own (pandas 2) users do
@@ -69,8 +72,14 @@ def _ngio_plate(path: Path, version: str) -> Path:
 
 def _ngio_tables(path: Path, version: str) -> Path:
     from ngio import ImageInWellPath, Roi, create_empty_plate, create_ome_zarr_from_array
-    from ngio.tables import (ConditionTable, FeatureTable, GenericRoiTable, GenericTable,
-                             MaskingRoiTable, RoiTable)
+    from ngio.tables import (
+        ConditionTable,
+        FeatureTable,
+        GenericRoiTable,
+        GenericTable,
+        MaskingRoiTable,
+        RoiTable,
+    )
 
     with warnings.catch_warnings():
         _quiet()

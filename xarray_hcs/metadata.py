@@ -19,8 +19,8 @@ import xarray as xr
 
 from ._xarray_internals import node_coord, node_data_var
 from .errors import HcsMetadataError
-from .tables import TABLES, TableMeta
 from .ngff import Multiscale, Plate, Well, check_relative_path
+from .tables import TABLES, TableMeta
 
 __all__ = ["LevelSpec", "ImageSpec", "WellSpec", "PlateSpec", "plate_spec"]
 

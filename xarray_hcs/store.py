@@ -106,6 +106,8 @@ def _v2_dtype(d: Any) -> Any:
 
 
 def _v3_dtype(d: Any, path: str, doc: dict[str, Any] | None = None) -> np.dtype:
+    if d == "string":  # variable-length strings (table columns): Python objects in numpy
+        return np.dtype(object)
     if isinstance(d, str):
         try:
             return np.dtype(d)

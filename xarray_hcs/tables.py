@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -163,8 +164,10 @@ def parse_tables_list(attrs: Any, where: str) -> list[str]:
 # ---------------------------------------------------------------------------- normalizing
 
 
-def normalize_table(df: pd.DataFrame, meta: TableMeta, where: str) -> pd.DataFrame:
-    """Index named ``index_key`` and cast to ``index_type``, as ngio loads it; checked."""
+def normalize_table(df: pd.DataFrame, meta: TableMeta, where: str, unique: bool = True
+                    ) -> pd.DataFrame:
+    """Index named ``index_key`` and cast to ``index_type``, as ngio loads it; checked
+    (``unique=False`` leaves the uniqueness check to the caller)."""
     key = meta.index_key
     if key is not None and df.index.name != key:
         if key in df.columns:
@@ -181,10 +184,43 @@ def normalize_table(df: pd.DataFrame, meta: TableMeta, where: str) -> pd.DataFra
                                 f"{df.index[:3].tolist()}...", where) from None
     elif meta.index_type == "str" and not pd.api.types.is_string_dtype(df.index):
         df.index = df.index.astype(str)
-    if not df.index.is_unique:
+    if unique and not df.index.is_unique:
         dup = df.index[df.index.duplicated()][:3].tolist()
         raise HcsTableError(f"the index is not unique (repeated: {dup})", where)
     return df
+
+
+def parquet_block(raws: list[bytes], meta: TableMeta) -> tuple[pd.DataFrame, list[int]] | None:
+    """Many parquet tables of one kind as one DataFrame (and each one's row count), converted
+    to pandas once: per-table conversion costs more than reading. None if they do not line up
+    (schemas that cannot be unified, an unreadable file, a repeated index): then the caller
+    reads them one by one, which names the culprit."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def read(r: bytes) -> Any:
+        return pq.ParquetFile(pa.BufferReader(r)).read(use_threads=False)
+
+    try:
+        if len(raws) >= 64:  # decoding releases the GIL: spread it over the cores
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as ex:
+                tables = list(ex.map(read, raws, chunksize=16))
+        else:
+            tables = [read(r) for r in raws]
+        big = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowException, OSError):
+        return None
+    lengths = [t.num_rows for t in tables]
+    try:
+        df = normalize_table(big.to_pandas(), meta, "", unique=False)
+    except HcsError:
+        return None
+    tid = np.repeat(np.arange(len(lengths)), lengths)
+    if pd.MultiIndex.from_arrays([tid, df.index]).has_duplicates:
+        return None
+    return df, lengths
 
 
 def _table_for_writing(df: pd.DataFrame, meta: TableMeta, where: str) -> pd.DataFrame:
@@ -215,7 +251,7 @@ async def read_table(ps: PlateStore, path: str, meta: TableMeta) -> pd.DataFrame
     where = ps.where(path)
     if meta.backend == "parquet":
         raw = await _required_bytes(ps, path, "table.parquet")
-        df = await asyncio.to_thread(_read_parquet, raw, where)
+        df = _read_parquet(raw, where)
     elif meta.backend == "csv":
         raw = await _required_bytes(ps, path, "table.csv")
         try:
@@ -246,7 +282,9 @@ def _read_parquet(raw: bytes, where: str) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(io.BytesIO(raw)).to_pandas()
+        # ParquetFile, not read_table: the dataset machinery behind read_table costs ~1 ms a
+        # file, four times the read itself for a table of a few hundred rows
+        return pq.ParquetFile(pa.BufferReader(raw)).read(use_threads=False).to_pandas()
     except (pa.ArrowException, OSError) as e:
         raise HcsTableError(f"table.parquet cannot be read ({e})", where) from None
 
@@ -266,53 +304,59 @@ class _AnnDataReader:
     def __init__(self, ps: PlateStore, path: str) -> None:
         self.ps = ps
         self.path = path
+        # local reads complete inline: running them as tasks would only add overhead
+        self._all = _in_turn if ps.reads_inline else asyncio.gather
 
     def where(self, sub: str = "") -> str:
         return self.ps.where(f"{self.path}/{sub}" if sub else self.path)
 
     async def frame(self, meta: TableMeta) -> pd.DataFrame:
-        x, obs, var = await asyncio.gather(self.elem("X"), self.elem("obs"), self.elem("var"))
+        x, obs, var = await self._all(self.elem("X"), self.elem("obs"), self.elem("var"))
         if obs is None:
             raise HcsNotFoundError("AnnData table has no 'obs'", self.where())
-        if not isinstance(obs, pd.DataFrame):
+        if not isinstance(obs, _Columns):
             raise HcsTableError("AnnData 'obs' is not a dataframe", self.where("obs"))
-        n = len(obs)
-        if x is None:
-            xdf = pd.DataFrame(index=obs.index)
-        else:
+        n = len(obs.index)
+        data: dict[Any, Any] = {}
+        if x is not None:
             x = np.asarray(x.toarray() if hasattr(x, "toarray") else x)
-            names = var.index if isinstance(var, pd.DataFrame) else None
+            names = list(var.index) if isinstance(var, _Columns) else None
             if x.ndim != 2 or x.shape[0] != n or (names is not None and len(names) != x.shape[1]):
                 raise HcsTableError(
                     f"X has shape {x.shape} but obs has {n} rows and var "
                     f"{None if names is None else len(names)}", self.where("X"))
-            xdf = pd.DataFrame(x, index=obs.index,
-                               columns=[str(c) for c in names] if names is not None else None)
-        for c in obs.columns:
-            xdf[c] = obs[c]
-        return xdf
+            for j, name in enumerate(names if names is not None else range(x.shape[1])):
+                data[str(name) if names is not None else name] = x[:, j]
+        data.update(obs.data)
+        # one DataFrame per table, built from columns: no per-element frames or assignments
+        return pd.DataFrame(data, index=pd.Index(obs.index, name=obs.index_name), copy=False)
 
-    async def _attrs(self, sub: str) -> tuple[str, dict[str, Any]] | None:
-        """(``group`` | ``array``, attributes) of the element at ``sub``, or None."""
+    async def _attrs(self, sub: str) -> tuple[str, dict[str, Any], Any] | None:
+        """(``group`` | ``array``, attributes, array document) of the element at ``sub``."""
         ps, full = self.ps, f"{self.path}/{sub}"
         if ps.zarr_format == 3:
             doc = await ps._doc(full, "zarr.json")
             if doc is None:
                 return None
-            return doc.get("node_type", "group"), doc.get("attributes", {}) or {}
-        attrs, is_group = await asyncio.gather(ps._doc(full, ".zattrs"),
-                                               ps._doc(full, ".zgroup"))
-        if attrs is None and is_group is None:
-            is_array = await ps._doc(full, ".zarray")
-            if is_array is None:
-                return None
-        return ("group" if is_group is not None else "array"), attrs or {}
+            if not isinstance(doc, dict):
+                raise HcsMetadataError("zarr.json must be a JSON object", self.where(sub))
+            kind = doc.get("node_type", "group")
+            return kind, doc.get("attributes", {}) or {}, doc if kind == "array" else None
+        attrs, is_group = await self._all(ps._doc(full, ".zattrs"), ps._doc(full, ".zgroup"))
+        if is_group is not None:
+            return "group", attrs or {}, None
+        zarray = await ps._doc(full, ".zarray")
+        if zarray is None:
+            return None
+        if not isinstance(zarray, dict):
+            raise HcsMetadataError(".zarray must be a JSON object", self.where(sub))
+        return "array", attrs or {}, {**zarray, "attributes": attrs or {}}
 
     async def elem(self, sub: str) -> Any:
         found = await self._attrs(sub)
         if found is None:
             return None
-        kind, attrs = found
+        kind, attrs, doc = found
         enc = attrs.get("encoding-type")
         try:
             if enc == "dataframe":
@@ -322,7 +366,7 @@ class _AnnDataReader:
             if enc in ("nullable-integer", "nullable-boolean", "nullable-string-array"):
                 return await self._nullable(sub, enc)
             if kind == "array" and enc in (None, "array", "string-array"):
-                return await self._array(sub)
+                return await self._array(sub, doc)
         except HcsError:
             raise
         except Exception as e:  # zarr and numcodecs raise many kinds on bad data
@@ -330,22 +374,28 @@ class _AnnDataReader:
                                 ) from None
         return await asyncio.to_thread(self._fallback, sub)
 
-    async def _array(self, sub: str) -> np.ndarray:
-        info = await self.ps.array_info(f"{self.path}/{sub}")
-        if info is None:
-            raise HcsNotFoundError("AnnData array is absent", self.where(sub))
+    async def _array(self, sub: str, doc: dict[str, Any]) -> np.ndarray:
+        from ._small_arrays import read_small_array
+        from .store import _parse_array_doc, join_path
+
+        path = f"{self.path}/{sub}"
+        info = _parse_array_doc(doc, self.ps.zarr_format, join_path(self.ps.root, path),
+                                self.where(sub))
+        fast = await read_small_array(self.ps, info)
+        if fast is not None:
+            return fast
         arr = self.ps.zarr_array(info)
         data = await arr._async_array.getitem(())
         return np.asarray(data)
 
-    async def _dataframe(self, sub: str, attrs: dict[str, Any]) -> pd.DataFrame:
+    async def _dataframe(self, sub: str, attrs: dict[str, Any]) -> _Columns:
         index_name = attrs.get("_index", "_index")
         order = list(attrs.get("column-order", []))
-        cols = await asyncio.gather(*(self.elem(f"{sub}/{c}") for c in [index_name, *order]))
+        cols = await self._all(*(self.elem(f"{sub}/{c}") for c in [index_name, *order]))
         if cols[0] is None:
             raise HcsNotFoundError(f"dataframe index {index_name!r} is absent",
                                    self.where(sub))
-        index = pd.Index(_strings(cols[0]), name=None if index_name == "_index" else index_name)
+        index = _strings(cols[0])
         data = {}
         for c, v in zip(order, cols[1:], strict=True):
             if v is None:
@@ -354,18 +404,16 @@ class _AnnDataReader:
                 raise HcsTableError(f"column {c!r} has {len(v)} rows, the index {len(index)}",
                                     self.where(sub))
             data[c] = _strings(v) if isinstance(v, np.ndarray) else v
-        df = pd.DataFrame(data, index=index)
-        return df
+        return _Columns(index, None if index_name == "_index" else index_name, data)
 
     async def _categorical(self, sub: str, attrs: dict[str, Any]) -> pd.Categorical:
-        codes, cats = await asyncio.gather(self.elem(f"{sub}/codes"),
-                                           self.elem(f"{sub}/categories"))
-        return pd.Categorical.from_codes(np.asarray(codes), categories=_strings(cats),
-                                         ordered=bool(attrs.get("ordered", False)))
+        codes, cats = await self._all(self.elem(f"{sub}/codes"), self.elem(f"{sub}/categories"))
+        dtype = pd.CategoricalDtype(pd.Index(_strings(cats), dtype=object),
+                                    ordered=bool(attrs.get("ordered", False)))
+        return pd.Categorical.from_codes(np.asarray(codes), dtype=dtype)
 
     async def _nullable(self, sub: str, enc: str) -> Any:
-        values, mask = await asyncio.gather(self.elem(f"{sub}/values"),
-                                            self.elem(f"{sub}/mask"))
+        values, mask = await self._all(self.elem(f"{sub}/values"), self.elem(f"{sub}/mask"))
         mask = np.asarray(mask, dtype=bool)
         if enc == "nullable-integer":
             return pd.arrays.IntegerArray(np.asarray(values), mask)
@@ -387,6 +435,21 @@ class _AnnDataReader:
         group = zarr.open_group(self.ps.store, path=f"{self.ps.root}/{self.path}".strip("/"),
                                 mode="r")
         return read_elem(group[sub])
+
+
+async def _in_turn(*aws: Any) -> list[Any]:
+    from .tree import _in_turn as in_turn
+
+    return await in_turn(*aws)
+
+
+@dataclass(slots=True)
+class _Columns:
+    """An AnnData dataframe element as columns, not yet a DataFrame (that is made once)."""
+
+    index: Any
+    index_name: str | None
+    data: dict[str, Any]
 
 
 def _strings(v: Any) -> Any:

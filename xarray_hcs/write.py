@@ -201,9 +201,8 @@ def _run(stored: Any, then: Any, compute: bool, progress: bool) -> Any:
 def write_arrays(target: Store, images: list[ImageSpec], zarr_format: int,
                  chunks: dict[str, int] | None, pixels: bool = True) -> Any:
     """Create the level arrays of ``images`` (metadata now) and return the lazy pixel writes."""
-    import dask.array as da
-
     import dask
+    import dask.array as da
 
     from ._chunks import ChunkWriter
 

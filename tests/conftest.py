@@ -9,6 +9,16 @@ from pathlib import Path
 
 import pytest
 
+# ome-zarr-models first: once ngio has been imported, ome-zarr-models' HCS validation of the
+# same plate fails with pydantic class-identity errors (both build on pydantic-zarr); the
+# order of imports decides it, so fix the order for the whole session
+try:  # noqa: SIM105 - an optional test dependency
+    import ome_zarr_models.v04.hcs  # noqa: F401
+    import ome_zarr_models.v05.hcs  # noqa: F401
+    from ome_zarr_models import open_ome_zarr  # noqa: F401
+except ImportError:
+    pass
+
 from xarray_hcs.sample import SamplePlate, write_sample_plate
 
 #: the official OME-NGFF schemas and examples, next to the repository (see SOURCES.md there)

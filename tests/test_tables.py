@@ -481,3 +481,75 @@ def test_table_errors_on_unknown_names(ngio_plate):
 
 def test_public_names():
     assert xarray_hcs.HcsTableError is HcsTableError
+
+
+# -------------------------------------------------------------------------- columns, batches
+
+
+def test_columns_read_only_what_is_asked(ngio_plate, tmp_path):
+    dt = xr.open_datatree(ngio_plate, engine="ome-hcs")
+    for be in BACKENDS:
+        full = dt.hcs.table("A/01/0", f"features_{be}")
+        part = dt.hcs.table("A/01/0", f"features_{be}", columns=["cell_class", "area"])
+        _same(part, full[["cell_class", "area"]])
+        with pytest.raises(HcsSelectionError, match="no columns"):
+            dt.hcs.table("A/01/0", f"features_{be}", columns=["nope"])
+    # AnnData: X is not read when only obs columns are asked for
+    p = tmp_path / "p.zarr"
+    shutil.copytree(ngio_plate, p)
+    xdir = p / "A/01/0/tables/features_anndata/X"
+    for chunk in [f for f in xdir.rglob("*") if f.is_file() and not f.name.startswith(
+            (".z", "zarr.json"))]:
+        chunk.unlink()
+    dt2 = xr.open_datatree(p, engine="ome-hcs")
+    part = dt2.hcs.table("A/01/0", "features_anndata", columns=["cell_class"])
+    assert list(part["cell_class"]) == list(
+        dt.hcs.table("A/01/0", "features_anndata")["cell_class"])
+
+
+@pytest.fixture
+def parquet_plate(plate_v05, tmp_path) -> Path:
+    """Every field with a parquet ``t`` table: concat reads them as one Arrow batch."""
+    dt = xr.open_datatree(plate_v05, engine="ome-hcs")
+    for i, fp in enumerate(dt.hcs.field_paths):
+        dt = dt.hcs.add_table(fp, "t", _features(i).set_index("label"), kind="feature_table")
+    out = tmp_path / "p.zarr"
+    dt.hcs.to_zarr(out)
+    return out
+
+
+def test_concat_parquet_batch_equals_per_table_reads(parquet_plate):
+    dt = xr.open_datatree(parquet_plate, engine="ome-hcs")
+    df = dt.hcs.concat_tables("t")
+    fields = dt.hcs.field_paths
+    assert len(df) == 5 * len(fields)
+    for i, fp in enumerate(fields):
+        r, c, f = fp.split("/")
+        part = df[(df["row"] == r) & (df["column"] == c) & (df["field"] == f)]
+        one = dt.hcs.table(fp, "t")
+        np.testing.assert_array_equal(part["area"].to_numpy(), one["area"].to_numpy())
+        assert (part["area"] == float(i)).all()
+        assert list(part["label"]) == list(one.index)
+    sub = dt.hcs.concat_tables("t", columns=["area"])
+    assert list(sub.columns) == ["row", "column", "field", "acquisition", "label", "area"]
+    np.testing.assert_array_equal(sub["area"].to_numpy(), df["area"].to_numpy())
+    with pytest.raises(HcsSelectionError, match="no columns"):
+        dt.hcs.concat_tables("t", columns=["nope"])
+
+
+def test_concat_parquet_batch_names_the_bad_table(parquet_plate):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dt = xr.open_datatree(parquet_plate, engine="ome-hcs")
+    bad = dt.hcs.field_paths[3]
+    pq.write_table(pa.table({"label": [1, 1], "area": [1.0, 2.0]}),
+                   parquet_plate / bad / "tables/t/table.parquet")
+    dt = xr.open_datatree(parquet_plate, engine="ome-hcs")
+    with pytest.raises(HcsTableError, match=rf"{bad}/tables/t.*not unique"):
+        dt.hcs.concat_tables("t")
+    with pytest.warns(HcsMissingWarning, match=rf"{bad}/tables/t"):
+        df = dt.hcs.concat_tables("t", strict=False)
+    assert len(df) == 5 * (len(dt.hcs.field_paths) - 1)
+    assert bad.split("/")[2] in set(df["field"])  # the other wells' fields are all there
+    assert not ((df["row"] + "/" + df["column"] + "/" + df["field"]) == bad).any()

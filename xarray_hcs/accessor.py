@@ -207,7 +207,7 @@ class HcsAccessor:
 
         return list_tables(self._tree, mode, acquisition, path)
 
-    def table(self, path: str, name: str) -> pd.DataFrame:
+    def table(self, path: str, name: str, columns: Any = None) -> pd.DataFrame:
         """One table as a DataFrame, read on first use (then kept).
 
         Parameters
@@ -216,6 +216,9 @@ class HcsAccessor:
             The field (``"B/03/0"``), or ``""`` for a plate-level table.
         name
             The table's name.
+        columns
+            Only these columns (the index always): parquet and csv read only them, AnnData
+            skips ``X`` when no ``X`` column is asked for.
 
         Returns
         -------
@@ -231,10 +234,10 @@ class HcsAccessor:
         """
         from .plate_tables import read_table_node
 
-        return read_table_node(self._tree, path, name)
+        return read_table_node(self._tree, path, name, columns)
 
     def concat_tables(self, name: str, acquisition: int | str | None = None,
-                      strict: bool = True) -> pd.DataFrame:
+                      strict: bool = True, columns: Any = None) -> pd.DataFrame:
         """Table ``name`` of every field as one DataFrame, read concurrently.
 
         Parameters
@@ -247,6 +250,8 @@ class HcsAccessor:
             If True, a field without the table (or with an unreadable one) raises; if False,
             it is skipped (unreadable ones with an ``HcsMissingWarning``). Rows are never
             attributed to another field.
+        columns
+            Only these columns of each table (see :meth:`table`).
 
         Returns
         -------
@@ -258,7 +263,7 @@ class HcsAccessor:
         """
         from .plate_tables import concat_tables
 
-        return concat_tables(self._tree, name, acquisition, strict)
+        return concat_tables(self._tree, name, acquisition, strict, columns)
 
     def add_table(self, path: str, name: str, df: pd.DataFrame, kind: str = "generic_table",
                   backend: str = "parquet", index_key: str | None = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from .errors import (
 from .metadata import coord_transform
 from .ngff import Plate, Well, check_relative_path
 from .store import run_sync
-from .tables import (
+from .tables import (select_columns, 
     BACKENDS,
     ROI_COLUMNS,
     TABLES,
@@ -125,18 +126,19 @@ def _meta(node: xr.DataTree) -> TableMeta:
     return TableMeta.from_attrs(dict(node.attrs), node.path)
 
 
-async def _read(node: xr.DataTree) -> pd.DataFrame:
+async def _read(node: xr.DataTree, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
     held = node.encoding.get("ome_table")
     meta = _meta(node)
     if isinstance(held, pd.DataFrame):
-        return held.copy(deep=False)
+        return select_columns(held.copy(deep=False), columns, node.path)
     if isinstance(held, TableSource):
-        return await held.read(meta)
+        return await held.read(meta, columns)
     raise HcsNotFoundError("table node holds no rows (neither read from a store nor added)",
                            node.path)
 
 
-def read_table_node(tree: xr.DataTree, path: str, name: str) -> pd.DataFrame:
+def read_table_node(tree: xr.DataTree, path: str, name: str,
+                    columns: Sequence[str] | None = None) -> pd.DataFrame:
     """The table ``name`` of the image (or plate, ``path=""``) at ``path``."""
     node = _node_at(tree, path)
     if node is None:
@@ -145,11 +147,17 @@ def read_table_node(tree: xr.DataTree, path: str, name: str) -> pd.DataFrame:
     if name not in tables:
         raise HcsSelectionError(f"has no table {name!r} (it has: {list(tables) or 'none'})",
                                 node.path)
-    return run_sync(_read(tables[name]))
+    return run_sync(_read(tables[name], _columns(columns)))
+
+
+def _columns(columns: Sequence[str] | str | None) -> tuple[str, ...] | None:
+    if columns is None:
+        return None
+    return (columns,) if isinstance(columns, str) else tuple(columns)
 
 
 def concat_tables(tree: xr.DataTree, name: str, acquisition: int | str | None = None,
-                  strict: bool = True) -> pd.DataFrame:
+                  strict: bool = True, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """One DataFrame of table ``name`` over every field; see ``HcsAccessor.concat_tables``."""
     acq = _acq_id(tree, acquisition)
     fields = _fields(tree, acq)
@@ -164,7 +172,7 @@ def concat_tables(tree: xr.DataTree, name: str, acquisition: int | str | None = 
             continue
         jobs.append(node)
         keys.append((r, c, f, a))
-    blocks = run_sync(_read_blocks(jobs, strict))
+    blocks = run_sync(_read_blocks(jobs, strict, _columns(columns)))
     front_names = [*KEY_COLUMNS, *(("acquisition",) if with_acq else ())]
     if not blocks:
         return pd.DataFrame(columns=front_names)
@@ -175,7 +183,8 @@ def concat_tables(tree: xr.DataTree, name: str, acquisition: int | str | None = 
 _Block = tuple[list[int], list[int], pd.DataFrame]
 
 
-async def _read_blocks(nodes: list[xr.DataTree], strict: bool) -> list[_Block]:
+async def _read_blocks(nodes: list[xr.DataTree], strict: bool,
+                       columns: tuple[str, ...] | None) -> list[_Block]:
     """The tables of ``nodes`` as blocks of rows: parquet tables of one kind together (see
     :func:`~xarray_hcs.tables.parquet_block`), every other table on its own."""
     from .tables import _required_bytes, parquet_block
@@ -203,13 +212,13 @@ async def _read_blocks(nodes: list[xr.DataTree], strict: bool) -> list[_Block]:
         except HcsError:
             single.extend(members)  # one by one: strict raises, lenient warns and skips
             continue
-        block = parquet_block(raws, _meta(nodes[members[0]]))
+        block = parquet_block(raws, _meta(nodes[members[0]]), columns)
         if block is None:
             single.extend(members)
             continue
         blocks.append((members, block[1], block[0]))
     single.sort()
-    frames = await _gather([nodes[i] for i in single], strict)
+    frames = await _gather([nodes[i] for i in single], strict, columns)
     for i, df in zip(single, frames, strict=True):
         if df is not None:
             blocks.append(([i], [len(df)], df))
@@ -222,12 +231,16 @@ async def _gather_all(ps: Any, aws: list[Any]) -> list[Any]:
     return list(await asyncio.gather(*aws))
 
 
-def _repeated(values: list[str], counts: np.ndarray) -> pd.Categorical:
-    cats = list(dict.fromkeys(values))
-    pos = {v: i for i, v in enumerate(cats)}
-    codes = np.repeat(np.array([pos[v] for v in values], dtype=np.int32), counts)
-    return pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(
-        pd.Index(cats, dtype=object)))
+def _repeated(values: list[str], counts: np.ndarray) -> Any:
+    """``values[i]`` repeated ``counts[i]`` times, as pandas strings: taken from the distinct
+    values in Arrow (building the strings one by one costs 10x more at plate scale)."""
+    import pyarrow as pa
+
+    distinct = list(dict.fromkeys(values))
+    pos = {v: i for i, v in enumerate(distinct)}
+    idx = np.repeat(np.array([pos[v] for v in values], dtype=np.int32), counts)
+    arr = pa.array(distinct, type=pa.large_string()).take(pa.array(idx))
+    return pd.array(arr, dtype=pd.StringDtype("pyarrow", na_value=np.nan))
 
 
 def _labelled(keys: list[tuple[str, str, str, int | None]], blocks: list[_Block],
@@ -259,7 +272,6 @@ def _labelled(keys: list[tuple[str, str, str, int | None]], blocks: list[_Block]
     prefixes = np.array([f"{r}_{c}_{f}_" for r, c, f, _ in keys], dtype=object)
     index = pd.Index(np.repeat(prefixes, counts) + orig.to_numpy().astype(str).astype(object),
                      dtype=object)
-    # row, column and field as categoricals: a few distinct values over many rows
     front: dict[str, Any] = {name: _repeated([k[i] for k in keys], counts)
                              for i, name in enumerate(KEY_COLUMNS)}
     if with_acq:
@@ -273,10 +285,11 @@ def _labelled(keys: list[tuple[str, str, str, int | None]], blocks: list[_Block]
     return body
 
 
-async def _gather(nodes: list[xr.DataTree], strict: bool) -> list[pd.DataFrame | None]:
+async def _gather(nodes: list[xr.DataTree], strict: bool,
+                  columns: tuple[str, ...] | None = None) -> list[pd.DataFrame | None]:
     async def one(node: xr.DataTree) -> pd.DataFrame | None:
         try:
-            return await _read(node)
+            return await _read(node, columns)
         except HcsError as e:
             if strict:
                 raise

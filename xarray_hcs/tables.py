@@ -190,7 +190,8 @@ def normalize_table(df: pd.DataFrame, meta: TableMeta, where: str, unique: bool 
     return df
 
 
-def parquet_block(raws: list[bytes], meta: TableMeta) -> tuple[pd.DataFrame, list[int]] | None:
+def parquet_block(raws: list[bytes], meta: TableMeta, columns: tuple[str, ...] | None = None
+                  ) -> tuple[pd.DataFrame, list[int]] | None:
     """Many parquet tables of one kind as one DataFrame (and each one's row count), converted
     to pandas once: per-table conversion costs more than reading. None if they do not line up
     (schemas that cannot be unified, an unreadable file, a repeated index): then the caller
@@ -198,8 +199,13 @@ def parquet_block(raws: list[bytes], meta: TableMeta) -> tuple[pd.DataFrame, lis
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    want = None if columns is None else {*columns, *([meta.index_key] if meta.index_key
+                                                     else [])}
+
     def read(r: bytes) -> Any:
-        return pq.ParquetFile(pa.BufferReader(r)).read(use_threads=False)
+        f = pq.ParquetFile(pa.BufferReader(r))
+        cols = None if want is None else [c for c in f.schema_arrow.names if c in want]
+        return f.read(columns=cols, use_threads=False)
 
     try:
         if len(raws) >= 64:  # decoding releases the GIL: spread it over the cores
@@ -220,7 +226,9 @@ def parquet_block(raws: list[bytes], meta: TableMeta) -> tuple[pd.DataFrame, lis
     tid = np.repeat(np.arange(len(lengths)), lengths)
     if pd.MultiIndex.from_arrays([tid, df.index]).has_duplicates:
         return None
-    return df, lengths
+    if columns is not None and any(c not in df.columns for c in columns):
+        return None  # one by one, which names the table that lacks them
+    return (df if columns is None else df[list(columns)]), lengths
 
 
 def _table_for_writing(df: pd.DataFrame, meta: TableMeta, where: str) -> pd.DataFrame:
@@ -246,16 +254,22 @@ def _table_for_writing(df: pd.DataFrame, meta: TableMeta, where: str) -> pd.Data
 # ---------------------------------------------------------------------------- reading
 
 
-async def read_table(ps: PlateStore, path: str, meta: TableMeta) -> pd.DataFrame:
-    """The table group at ``path`` (relative to the plate root) as a DataFrame."""
+async def read_table(ps: PlateStore, path: str, meta: TableMeta,
+                     columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """The table group at ``path`` (relative to the plate root) as a DataFrame; only
+    ``columns`` (and the index) if given, reading no more of the store than the format needs.
+    """
     where = ps.where(path)
+    want = None if columns is None else {*columns, *([meta.index_key] if meta.index_key
+                                                     else [])}
     if meta.backend == "parquet":
         raw = await _required_bytes(ps, path, "table.parquet")
-        df = _read_parquet(raw, where)
+        df = _read_parquet(raw, where, want)
     elif meta.backend == "csv":
         raw = await _required_bytes(ps, path, "table.csv")
         try:
-            df = pd.read_csv(io.BytesIO(raw))
+            df = pd.read_csv(io.BytesIO(raw), usecols=None if want is None else
+                             (lambda c: c in want))
         except (ValueError, pd.errors.ParserError) as e:
             raise HcsTableError(f"table.csv cannot be parsed ({e})", where) from None
     elif meta.backend == "json":
@@ -264,8 +278,21 @@ async def read_table(ps: PlateStore, path: str, meta: TableMeta) -> pd.DataFrame
             raise HcsNotFoundError("json table has no 'table' sub-group", where)
         df = _frame_from_columns(attrs, where)
     else:
-        df = await _AnnDataReader(ps, path).frame(meta)
-    return normalize_table(df, meta, where)
+        df = await _AnnDataReader(ps, path).frame(meta, want)
+    return select_columns(normalize_table(df, meta, where), columns, where)
+
+
+def select_columns(df: pd.DataFrame, columns: tuple[str, ...] | None, where: str
+                   ) -> pd.DataFrame:
+    if columns is None:
+        return df
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        from .errors import HcsSelectionError
+
+        raise HcsSelectionError(f"table has no columns {missing} (it has {list(df.columns)})",
+                                where)
+    return df[list(columns)]
 
 
 async def _required_bytes(ps: PlateStore, path: str, name: str) -> bytes:
@@ -277,14 +304,16 @@ async def _required_bytes(ps: PlateStore, path: str, name: str) -> bytes:
     return raw
 
 
-def _read_parquet(raw: bytes, where: str) -> pd.DataFrame:
+def _read_parquet(raw: bytes, where: str, want: set[str] | None = None) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         # ParquetFile, not read_table: the dataset machinery behind read_table costs ~1 ms a
         # file, four times the read itself for a table of a few hundred rows
-        return pq.ParquetFile(pa.BufferReader(raw)).read(use_threads=False).to_pandas()
+        f = pq.ParquetFile(pa.BufferReader(raw))
+        cols = None if want is None else [c for c in f.schema_arrow.names if c in want]
+        return f.read(columns=cols, use_threads=False).to_pandas()
     except (pa.ArrowException, OSError) as e:
         raise HcsTableError(f"table.parquet cannot be read ({e})", where) from None
 
@@ -304,14 +333,19 @@ class _AnnDataReader:
     def __init__(self, ps: PlateStore, path: str) -> None:
         self.ps = ps
         self.path = path
+        self._want: set[str] | None = None
         # local reads complete inline: running them as tasks would only add overhead
         self._all = _in_turn if ps.reads_inline else asyncio.gather
 
     def where(self, sub: str = "") -> str:
         return self.ps.where(f"{self.path}/{sub}" if sub else self.path)
 
-    async def frame(self, meta: TableMeta) -> pd.DataFrame:
-        x, obs, var = await self._all(self.elem("X"), self.elem("obs"), self.elem("var"))
+    async def frame(self, meta: TableMeta, want: set[str] | None = None) -> pd.DataFrame:
+        self._want = want
+        var = await self.elem("var")
+        need_x = want is None or not isinstance(var, _Columns) or any(
+            str(v) in want for v in var.index)
+        x, obs = await self._all(self.elem("X") if need_x else _none(), self.elem("obs"))
         if obs is None:
             raise HcsNotFoundError("AnnData table has no 'obs'", self.where())
         if not isinstance(obs, _Columns):
@@ -326,7 +360,9 @@ class _AnnDataReader:
                     f"X has shape {x.shape} but obs has {n} rows and var "
                     f"{None if names is None else len(names)}", self.where("X"))
             for j, name in enumerate(names if names is not None else range(x.shape[1])):
-                data[str(name) if names is not None else name] = x[:, j]
+                key = str(name) if names is not None else name
+                if want is None or key in want:
+                    data[key] = x[:, j]
         data.update(obs.data)
         # one DataFrame per table, built from columns: no per-element frames or assignments
         return pd.DataFrame(data, index=pd.Index(obs.index, name=obs.index_name), copy=False)
@@ -391,6 +427,8 @@ class _AnnDataReader:
     async def _dataframe(self, sub: str, attrs: dict[str, Any]) -> _Columns:
         index_name = attrs.get("_index", "_index")
         order = list(attrs.get("column-order", []))
+        if sub == "obs" and self._want is not None:  # only the columns asked for
+            order = [c for c in order if c in self._want]
         cols = await self._all(*(self.elem(f"{sub}/{c}") for c in [index_name, *order]))
         if cols[0] is None:
             raise HcsNotFoundError(f"dataframe index {index_name!r} is absent",
@@ -435,6 +473,10 @@ class _AnnDataReader:
         group = zarr.open_group(self.ps.store, path=f"{self.ps.root}/{self.path}".strip("/"),
                                 mode="r")
         return read_elem(group[sub])
+
+
+async def _none() -> None:
+    return None
 
 
 async def _in_turn(*aws: Any) -> list[Any]:
@@ -484,9 +526,10 @@ def table_documents(df: pd.DataFrame, meta: TableMeta, zarr_format: int, where: 
     elif meta.backend == "csv":
         docs["table.csv"] = flat.to_csv(index=False).encode()
     else:
-        cols = json.loads(flat.to_json(orient="columns", date_format="iso"))
-        docs.update(_group_docs("table", {k: list(v.values()) for k, v in cols.items()},
-                                zarr_format))
+        # Python's JSON, as zarr writes attributes: NaN and ±Infinity survive the round trip
+        # (pandas' to_json would write them as null)
+        cols = {str(k): v for k, v in flat.to_dict(orient="list").items()}
+        docs.update(_group_docs("table", cols, zarr_format))
     docs.update(_group_docs("", meta.to_attrs(), zarr_format))
     return docs
 
@@ -632,7 +675,12 @@ class TableSource:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["ps"], state["path"])  # type: ignore[misc]
 
-    async def read(self, meta: TableMeta) -> pd.DataFrame:
-        if self._cache is None:
-            self._cache = await read_table(self.ps, self.path, meta)
+    async def read(self, meta: TableMeta, columns: tuple[str, ...] | None = None
+                   ) -> pd.DataFrame:
+        if self._cache is not None:
+            return select_columns(self._cache.copy(deep=False), columns,
+                                  self.ps.where(self.path))
+        if columns is not None:  # a part: read it, keep nothing
+            return await read_table(self.ps, self.path, meta, columns)
+        self._cache = await read_table(self.ps, self.path, meta)
         return self._cache.copy(deep=False)

@@ -613,9 +613,8 @@ def _f(x: float) -> str:
 
 
 def machine() -> str:
-    import psutil
-
     import dask
+    import psutil
     import xarray
     import zarr
 

@@ -15,8 +15,8 @@ loudly in the test suite instead of building wrong trees.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from functools import lru_cache
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import xarray as xr

@@ -28,7 +28,7 @@ from .errors import (
 from .metadata import coord_transform
 from .ngff import Plate, Well, check_relative_path
 from .store import run_sync
-from .tables import (select_columns, 
+from .tables import (
     BACKENDS,
     ROI_COLUMNS,
     TABLES,
@@ -38,6 +38,7 @@ from .tables import (select_columns,
     _table_for_writing,
     anndata_columns,
     normalize_table,
+    select_columns,
 )
 
 __all__ = ["list_tables", "read_table_node", "concat_tables", "add_table", "table_nodes",

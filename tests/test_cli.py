@@ -1,4 +1,4 @@
-"""The command line: ``xarray-hcs demo`` and ``xarray-hcs info`` as a user runs them."""
+"""The command line: ``demo``, ``info``, ``montage`` and ``heatmap`` as a user runs them."""
 
 from __future__ import annotations
 
@@ -25,6 +25,35 @@ def test_demo_writes_opens_and_analyses(tmp_path, capsys):
     # the printed table holds the per-well means: row H, column 12 is the brightest
     h_row = [line for line in out.splitlines() if line.strip().startswith("H ")][0]
     assert float(h_row.split()[-1]) >= well_intensity(7, 11, 0)
+    # and the two pictures, next to the plate
+    for name in ("montage.png", "heatmap.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (tmp_path / name).stat().st_size > 10_000
+
+
+def test_montage_command(plate, tmp_path, capsys):
+    out = tmp_path / "m.png"
+    assert main(["montage", str(plate), str(out), "--channel", "GFP", "--agg", "mean"]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert main(["montage", str(plate), str(tmp_path / "x.png"), "--channel", "RFP"]) == 2
+    assert "RFP" in capsys.readouterr().err
+
+
+def test_heatmap_command(plate, tmp_path, capsys):
+    import pandas as pd
+
+    dt = xr.open_datatree(plate, engine="ome-hcs")
+    for i, fp in enumerate(dt.hcs.field_paths):
+        dt = dt.hcs.add_table(fp, "cells", pd.DataFrame({"area": [float(i), float(i) + 2]}))
+    src = tmp_path / "with_tables.zarr"
+    dt.hcs.to_zarr(src)
+    out = tmp_path / "h.png"
+    assert main(["heatmap", str(src), str(out), "--table", "cells", "--column", "area"]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert main(["heatmap", str(src), str(out), "--table", "nope", "--column", "area"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main(["heatmap", str(src), str(out), "--table", "cells", "--column", "vol"]) == 2
+    assert "vol" in capsys.readouterr().err
 
 
 def test_info(plate, capsys):

@@ -182,6 +182,46 @@ class HcsAccessor:
         ds = stack_tree(self._tree, self.field_paths, self.wells, level, variable)
         return ds[variable]
 
+    def map_fields(self, func: Any, level: int | str = 0, variable: str | None = "image",
+                   load: bool = True, compute: bool = True, **kwargs: Any) -> Any:
+        """Apply ``func`` to every field, in parallel with dask, and collect the results.
+
+        Parameters
+        ----------
+        func
+            ``func(field, **kwargs)``, where ``field`` is the field's ``variable`` at ``level``
+            (a DataArray with its coordinates), or the whole level Dataset if
+            ``variable=None``. It runs in a dask task: on a ``distributed.Client`` in a
+            worker process, which reads the field from the store itself.
+        level
+            Level index (``0`` finest, ``-1`` coarsest) or level path.
+        load
+            Load the field into memory before calling ``func`` (default); False passes it
+            lazily.
+        compute
+            False returns a ``dask.delayed`` of the collected result.
+        **kwargs
+            Passed to ``func``.
+
+        Returns
+        -------
+        xarray.Dataset or pandas.DataFrame
+            Numbers, arrays, DataArrays, dicts of them or Datasets: one Dataset with dims
+            ``(well, field, <the result's dims>)``, coordinates ``well``, ``row``, ``column``,
+            ``field``, ``field_path`` and ``present`` (absent fields are NaN), like
+            :meth:`stack`. DataFrames: one DataFrame with ``row``, ``column``, ``field`` in
+            front, indexed ``{row}_{column}_{field}_{index}``, like :meth:`concat_tables`.
+
+        Examples
+        --------
+        >>> means = dt.hcs.map_fields(lambda im: im.mean(["z", "y", "x"]))  # doctest: +SKIP
+        >>> means["result"].mean("field")        # per well and channel     # doctest: +SKIP
+        """
+        from .mapping import map_fields
+
+        return map_fields(self._tree, func, level=level, variable=variable, load=load,
+                          compute=compute, **kwargs)
+
     # -- tables ----------------------------------------------------------------------------
 
     def list_tables(self, mode: str = "common", acquisition: int | str | None = None,
@@ -328,6 +368,69 @@ class HcsAccessor:
         from .plate_tables import roi
 
         return roi(self._tree, path, name, index, level)
+
+    # -- pictures ----------------------------------------------------------------------------
+
+    def montage(self, level: int | str = -1, channel: Any = None, agg: str = "max",
+                gap: int = 2) -> xr.DataArray:
+        """The whole plate as one image: wells in rows and columns, fields tiled in each well.
+
+        Parameters
+        ----------
+        level
+            Level to show (default the coarsest, ``-1``): one value per pixel of that level.
+        channel
+            Channel label or index; None keeps them all (a ``c`` dimension).
+        agg
+            How z (and t) are projected: ``"max"`` (default), ``"mean"``, ``"min"``,
+            ``"median"``.
+        gap
+            Blank pixels between wells.
+
+        Returns
+        -------
+        xarray.DataArray
+            ``(y, x)`` (or ``(c, y, x)``) floats, NaN where the plate has no well or a well
+            has fewer fields; coordinates ``well_row`` on ``y`` and ``well_column`` on ``x``
+            name the well under each pixel. Every field must have the same shape at
+            ``level`` (else ``HcsMetadataError``, as for :meth:`stack`).
+        """
+        from .plot import montage
+
+        return montage(self._tree, level=level, channel=channel, agg=agg, gap=gap)
+
+    def plot_montage(self, level: int | str = -1, channel: Any = 0, agg: str = "max",
+                     ax: Any = None, cmap: str = "gray", robust: bool = True,
+                     title: str | None = None) -> Any:
+        """Draw :meth:`montage` of one channel with matplotlib, wells labelled.
+
+        ``robust`` scales colours to the 2nd-98th percentiles. Returns the matplotlib Axes.
+        """
+        from .plot import plot_montage
+
+        return plot_montage(self._tree, level=level, channel=channel, agg=agg, ax=ax,
+                            cmap=cmap, robust=robust, title=title)
+
+    def plot_plate(self, values: Any, ax: Any = None, cmap: str = "viridis",
+                   title: str | None = None, label: str | None = None) -> Any:
+        """A plate heatmap (rows x columns) of one value per well, with matplotlib.
+
+        Parameters
+        ----------
+        values
+            Per-well values: a Series or DataArray indexed by well (``"B/03"``; e.g.
+            ``dt.hcs.map_fields(f)["result"].mean("field")``), a Series with a
+            ``(row, column)`` MultiIndex (e.g. ``concat_tables(...).groupby(["row",
+            "column"])["area"].mean()``) or a DataFrame with ``row``, ``column`` and one value
+            column. Wells without a value are grey.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+        """
+        from .plot import plot_plate
+
+        return plot_plate(self._tree, values, ax=ax, cmap=cmap, title=title, label=label)
 
     # -- writing -------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The ``xarray-hcs`` command line: ``demo`` and ``info``."""
+"""The ``xarray-hcs`` command line: ``demo``, ``info``, ``montage`` and ``heatmap``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,8 +14,6 @@ __all__ = ["main"]
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import dask
-    import numpy as np
     import xarray as xr
 
     from .sample import DEMO, write_sample_plate
@@ -36,30 +35,78 @@ def _demo(args: argparse.Namespace) -> int:
     print(dt.hcs.summary())
     print(f"\nopened with xr.open_datatree(..., engine='ome-hcs') in {t2 - t1:.2f} s")
 
-    # one lazy mean per field at level 0, computed together by dask
-    means = {p: dt[f"{p}/0"]["image"].mean(dim=[d for d in dt[f"{p}/0"]["image"].dims
-                                                if d != "c"])
-             for p in dt.hcs.field_paths}
-    (computed,) = dask.compute(means)
+    # one mean per field and channel at level 0, every field a dask task
+    means = dt.hcs.map_fields(lambda im: im.mean([d for d in im.dims if d != "c"]))
     t3 = time.perf_counter()
-    channels = list(dt[dt.hcs.field_paths[0]].coords["c"].values)
+    per_well = means["image"].mean("field")
     rows, cols = dt.hcs.rows, dt.hcs.columns
-    for ci, ch in enumerate(channels):
-        total = np.zeros((len(rows), len(cols)))
-        count = np.zeros((len(rows), len(cols)))
-        for p, m in computed.items():
-            r, c, _ = p.split("/")
-            total[rows.index(r), cols.index(c)] += float(m.values[ci])
-            count[rows.index(r), cols.index(c)] += 1
-        with np.errstate(invalid="ignore"):
-            grid = total / count
+    for ch in per_well["c"].values:
+        grid = per_well.sel(c=ch)
         print(f"\nmean intensity per well, channel {ch}:")
         print("      " + " ".join(f"{c:>6}" for c in cols))
-        for r, line in zip(rows, grid, strict=True):
+        for r in rows:
+            line = [float(grid.sel(well=f"{r}/{c}")) if f"{r}/{c}" in grid["well"]
+                    else float("nan") for c in cols]
             print(f"{r:>5} " + " ".join(f"{v:6.0f}" for v in line))
-    print(f"\ncomputed {len(means)} field means with dask in {t3 - t2:.2f} s "
-          f"(total {t3 - t0:.1f} s)")
+    print(f"\ncomputed {len(dt.hcs.field_paths)} field means with dask (map_fields) in "
+          f"{t3 - t2:.2f} s")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("(install matplotlib, or xarray-hcs[plot], for the montage and heatmap pictures)")
+        return 0
+    out = path.parent
+    first = str(per_well["c"].values[0])
+    ax = dt.hcs.plot_montage(channel=first)
+    ax.figure.savefig(out / "montage.png", dpi=110)
+    ax = dt.hcs.plot_plate(per_well.sel(c=first, drop=True),
+                           label=f"mean {first} intensity", title="mean intensity per well")
+    ax.figure.savefig(out / "heatmap.png", dpi=110)
+    print(f"pictures: {out / 'montage.png'} and {out / 'heatmap.png'} "
+          f"(total {time.perf_counter() - t0:.1f} s)")
     return 0
+
+
+def _montage(args: argparse.Namespace) -> int:
+    from .open import open_plate
+
+    dt = open_plate(args.path, chunks=None, labels=False, tables=False)
+    channel: object = args.channel
+    if isinstance(channel, str) and channel.isdigit():
+        channel = int(channel)
+    ax = dt.hcs.plot_montage(level=_level(args.level), channel=channel, agg=args.agg)
+    ax.figure.savefig(args.out, dpi=args.dpi)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _heatmap(args: argparse.Namespace) -> int:
+    from .open import open_plate
+
+    dt = open_plate(args.path, chunks=None, labels=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = dt.hcs.concat_tables(args.table, strict=False, columns=[args.column])
+    if df.empty:
+        why = f": {caught[0].message}" if caught else ""
+        print(f"xarray-hcs: error: no field has a table {args.table!r} with a column "
+              f"{args.column!r}{why}", file=sys.stderr)
+        return 2
+    for w in caught:
+        print(f"xarray-hcs: warning: {w.message}", file=sys.stderr)
+    values = df.groupby(["row", "column"], observed=True)[args.column].agg(args.agg)
+    ax = dt.hcs.plot_plate(values, label=f"{args.agg} of {args.column}",
+                           title=f"{args.table}: {args.column}")
+    ax.figure.savefig(args.out, dpi=args.dpi)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _level(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -84,6 +131,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("info", help="print a summary of a plate")
     p.add_argument("path", help="path or URL of the plate (.zarr, .ozx)")
     p.set_defaults(func=_info)
+    p = sub.add_parser("montage", help="draw the whole plate, fields tiled in each well")
+    p.add_argument("path", help="path or URL of the plate")
+    p.add_argument("out", help="the picture to write (.png, .pdf, .svg)")
+    p.add_argument("--level", default="-1", help="level index or path (default -1, coarsest)")
+    p.add_argument("--channel", default="0", help="channel label or index (default 0)")
+    p.add_argument("--agg", default="max", choices=["max", "mean", "min", "median"],
+                   help="projection over z and t (default max)")
+    p.add_argument("--dpi", type=int, default=110)
+    p.set_defaults(func=_montage)
+    p = sub.add_parser("heatmap", help="a plate heatmap of one column of a per-image table")
+    p.add_argument("path", help="path or URL of the plate")
+    p.add_argument("out", help="the picture to write (.png, .pdf, .svg)")
+    p.add_argument("--table", required=True, help="table name (as in list_tables)")
+    p.add_argument("--column", required=True, help="the table column to show")
+    p.add_argument("--agg", default="mean", choices=["mean", "median", "sum", "count",
+                                                      "min", "max"],
+                   help="how the rows of a well are combined (default mean)")
+    p.add_argument("--dpi", type=int, default=110)
+    p.set_defaults(func=_heatmap)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

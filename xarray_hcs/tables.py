@@ -290,8 +290,7 @@ def select_columns(df: pd.DataFrame, columns: tuple[str, ...] | None, where: str
     if missing:
         from .errors import HcsSelectionError
 
-        raise HcsSelectionError(f"table has no columns {missing} (it has {list(df.columns)})",
-                                where)
+        raise HcsSelectionError(f"table has no columns {missing}", where)
     return df[list(columns)]
 
 

@@ -196,6 +196,36 @@ def ours_stacked_reduce(p: Path, scheduler: str | None = None) -> np.ndarray:
     return means.values[ds.present.values]
 
 
+def cluster_client(workers: int = 2) -> Any:
+    """A LocalCluster of worker processes (one thread each) and its client."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                           dashboard_address=None, worker_dashboard_address=None)
+    return Client(cluster)
+
+
+def cluster_peak(p: Path) -> tuple[float, float]:
+    """(seconds, peak MiB) of the stacked reduction on a fresh 2-process LocalCluster: the
+    sum of the client's and every worker's peak resident memory (VmHWM)."""
+
+    def hwm() -> float:
+        with open("/proc/self/status") as f:
+            line = next(x for x in f if x.startswith("VmHWM"))
+        return int(line.split()[1]) / 1024
+
+    client = cluster_client()
+    try:
+        t = time.perf_counter()
+        ours_stacked_reduce(p)
+        secs = time.perf_counter() - t
+        workers = client.run(hwm)
+    finally:
+        client.close()
+        client.cluster.close()
+    return secs, hwm() + sum(workers.values())
+
+
 def ours_read_reduce(p: Path, scheduler: str | None = None) -> np.ndarray:
     """One dask array per field (the tree's own arrays), one reduction per field."""
     import dask
@@ -462,7 +492,7 @@ def timed(fn: Callable[[], Any], repeat: int) -> float:
     return statistics.median(times)
 
 
-def peak_rss(expr: str) -> tuple[float, float]:
+def peak_rss(expr: str, last_line: bool = False) -> tuple[float, float]:
     """(seconds, peak RSS MiB) of ``expr`` run in a fresh interpreter.
 
     The peak is the child's VmHWM: ``ru_maxrss`` would carry the parent's peak across exec.
@@ -472,9 +502,12 @@ def peak_rss(expr: str) -> tuple[float, float]:
             f"{expr}; dt = time.perf_counter() - t; "
             "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
             "print(dt, int(hwm.split()[1]) / 1024)")
+    if last_line:  # ``expr`` prints its own (seconds, MiB)
+        code = (f"import sys; sys.path.insert(0, {str(HERE.parent)!r}); "
+                f"from benchmarks.run import *\nif __name__ == '__main__':\n    {expr}")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
-    secs, mib = out.stdout.split()[-2:]
+    secs, mib = out.stdout.split()[-2:] if not last_line else out.stdout.split()[-2:]
     return float(secs), float(mib)
 
 
@@ -551,6 +584,14 @@ def run(only: set[str] | None, quick: bool, repeat: int) -> list[Result]:
         add(w, "plain zarr, threads", lambda: raw_read_reduce(p), baseline=True)
         add(w, "xarray_hcs stacked + dask (threads)", lambda: ours_stacked_reduce(p))
         add(w, "xarray_hcs per-field arrays + dask", lambda: ours_read_reduce(p))
+        client = cluster_client()
+        try:
+            ours_stacked_reduce(p)  # workers warm, as the threads are
+            add(w, "xarray_hcs stacked, LocalCluster 2 processes",
+                lambda: ours_stacked_reduce(p))
+        finally:
+            client.close()
+            client.cluster.close()
         add(w, "ngff-zarr loop", lambda: ngff_zarr_read_reduce(p), peer=True)
         add(w, "ngio loop", lambda: ngio_read_reduce(p), peer=True)
     if want("P3"):
@@ -587,6 +628,10 @@ def run(only: set[str] | None, quick: bool, repeat: int) -> list[Result]:
             print(f"  P6   {lib} ...", file=sys.stderr, flush=True)
             secs, mib = peak_rss(expr)
             res.append(Result(w, lib, secs, peak_mib=mib, **kw))
+        print("  P6   xarray_hcs on a LocalCluster ...", file=sys.stderr, flush=True)
+        secs, mib = peak_rss(f"print(*cluster_peak(Path({str(p)!r})))", last_line=True)
+        res.append(Result(w, "xarray_hcs stacked, LocalCluster 2 processes (client + workers)",
+                          secs, peak_mib=mib))
     return res
 
 
@@ -642,9 +687,34 @@ def main(argv: list[str] | None = None) -> int:
     res = run(only, args.quick, max(1, args.repeat if not args.quick else 1))
     text = table(res)
     print(text)
-    if not args.no_save and not args.quick and only is None:
-        _save(text)
+    if not args.no_save and not args.quick:
+        _save(text if only is None else _merged(text))
     return 0
+
+
+def _merged(text: str) -> str:
+    """The saved table with the workloads just run replaced (``--only`` runs)."""
+    doc = DOC.read_text() if DOC.exists() else ""
+    start, end = "<!-- benchmark table: start -->", "<!-- benchmark table: end -->"
+    if start not in doc:
+        return text
+    old = [ln for ln in doc[doc.index(start):doc.index(end)].splitlines()
+           if ln.startswith("| ") and not ln.startswith("| workload")]
+    new = [ln for ln in text.splitlines()
+           if ln.startswith("| ") and not ln.startswith("| workload")]
+    ran = {ln.split(" | ")[0] for ln in new}
+    kept, done = [], False
+    for ln in old:
+        if ln.split(" | ")[0] in ran:
+            if not done:  # the new rows where the old ones were
+                kept.extend(new)
+                done = True
+            continue
+        kept.append(ln)
+    if not done:
+        kept.extend(new)
+    head = text.splitlines()[:2]
+    return "\n".join(head + kept)
 
 
 def _save(text: str) -> None:

@@ -80,6 +80,38 @@ def test_mismatched_fields_are_listed(fresh_plate):
     assert ds.sizes["well"] == 2
 
 
+def test_pad_stacks_fields_of_different_sizes(fresh_plate):
+    p = fresh_plate("0.5", labels=False)
+    root = zarr.open_group(p, mode="r+")
+    small = np.arange(2 * 12 * 10, dtype="uint16").reshape(2, 1, 12, 10) + 1
+    arr = root.create_array("B/02/1/0", shape=small.shape, dtype="uint16", overwrite=True,
+                            chunks=(1, 1, 8, 8), dimension_names=["c", "z", "y", "x"])
+    arr[...] = small
+    with pytest.raises(HcsMetadataError, match="pad=True"):
+        xr.open_dataset(p, engine="ome-hcs", level=0)
+    ds = xr.open_dataset(p, engine="ome-hcs", level=0, pad=True)
+    img = ds["image"]
+    assert img.shape[-2:] == (16, 16)
+    got = img.sel(well="B/02", field=1).values
+    np.testing.assert_array_equal(got[..., :12, :10], small)
+    assert (got[..., 12:, :] == 0).all() and (got[..., :, 10:] == 0).all()
+    assert int(ds["y_size"].sel(well="B/02", field=1)) == 12
+    assert int(ds["x_size"].sel(well="B/02", field=1)) == 10
+    assert int(ds["x_size"].sel(well="A/01", field=0)) == 16
+    # the other fields are untouched, and any selection of the padded one reads right
+    full = xr.open_dataset(p, engine="ome-hcs", level=0, wells=["A1"])
+    np.testing.assert_array_equal(img.sel(well="A/01").values, full["image"].sel(
+        well="A/01").values)
+    np.testing.assert_array_equal(img.sel(well="B/02", field=1).isel(y=slice(8, 14),
+                                                                      x=[1, 3, 11]).values,
+                                  got[..., 8:14, :][..., [1, 3, 11]])
+    assert img.sel(well="B/02", field=1).isel(y=14, x=15).values.tolist() == [[0], [0]]
+    chunked = xr.open_dataset(p, engine="ome-hcs", level=0, pad=True, chunks={})
+    np.testing.assert_array_equal(chunked["image"].values, img.values)
+    tree = xr.open_datatree(p, engine="ome-hcs")
+    np.testing.assert_array_equal(tree.hcs.stack(pad=True).values, img.values)
+
+
 def test_fields_at_different_positions(fresh_plate):
     p = fresh_plate("0.5", rows=1, columns=1, labels=False)
     doc_path = p / "A/01/1/zarr.json"

@@ -152,7 +152,8 @@ class HcsAccessor:
 
     # -- plate-wide arrays -------------------------------------------------------------------
 
-    def stack(self, level: int | str = 0, variable: str = "image") -> xr.DataArray:
+    def stack(self, level: int | str = 0, variable: str = "image", pad: bool = False
+              ) -> xr.DataArray:
         """Every field of one level as one lazy array ``(well, field, <image dims>)``.
 
         Parameters
@@ -161,6 +162,9 @@ class HcsAccessor:
             Level index (``0`` finest, ``-1`` coarsest) or level path.
         variable
             ``"image"``.
+        pad
+            Stack fields of different shapes by padding the smaller ones at the end of each
+            axis with the fill value; ``<dim>_size`` coordinates give each field's extent.
 
         Returns
         -------
@@ -175,11 +179,12 @@ class HcsAccessor:
         Raises
         ------
         HcsMetadataError
-            Fields differ in shape or dtype at this level (the message lists them).
+            Fields differ in shape (without ``pad``) or dtype at this level (the message
+            lists them).
         """
         from .stack import stack_tree
 
-        ds = stack_tree(self._tree, self.field_paths, self.wells, level, variable)
+        ds = stack_tree(self._tree, self.field_paths, self.wells, level, variable, pad=pad)
         return ds[variable]
 
     def map_fields(self, func: Any, level: int | str = 0, variable: str | None = "image",

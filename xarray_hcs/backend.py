@@ -22,7 +22,7 @@ from .tree import OpenOptions
 
 __all__ = ["OmeHcsBackendEntrypoint"]
 
-_PARAMS = ("level", "acquisition", "wells", "fields", "levels", "labels", "tables",
+_PARAMS = ("level", "pad", "acquisition", "wells", "fields", "levels", "labels", "tables",
            "storage_options",
            "consolidated", "validate", "on_missing", "group", "drop_variables")
 
@@ -116,7 +116,7 @@ class OmeHcsBackendEntrypoint(BackendEntrypoint):
                      storage_options: dict[str, Any] | None = None,
                      consolidated: bool | None = None, validate: bool = False,
                      on_missing: str = "raise",
-                     drop_variables: str | Iterable[str] | None = None,
+                     drop_variables: str | Iterable[str] | None = None, pad: bool = False,
                      **kwargs: Any) -> xr.Dataset:
         """The plate stacked at one level, ``(well, field, <image dims>)``, or one node.
 
@@ -132,7 +132,7 @@ class OmeHcsBackendEntrypoint(BackendEntrypoint):
                             tables=False)
             tree = plate_tree(filename_or_obj, opts, storage_options, consolidated)
             # the tree holds just that level now: the first (and only) one listed
-            ds = stack_tree(tree, tree.hcs.field_paths, tree.hcs.wells, 0)
+            ds = stack_tree(tree, tree.hcs.field_paths, tree.hcs.wells, 0, pad=pad)
             ds.attrs["ome"] = tree.attrs["ome"]
             ds.set_close(tree.close)
             return ds

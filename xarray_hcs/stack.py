@@ -66,6 +66,10 @@ class StackedLevelArray(BackendArray):
                 if arr is None:
                     out[i, j] = self.fill
                     continue
+                if arr.shape != self.shape[2:]:  # a smaller field of a padded stack
+                    out[i, j] = _padded_read(arr, rest, self.shape[2:], self.fill
+                                             ).reshape(out_img_shape)
+                    continue
                 data = arr.read_inline(rest)  # local files: in this thread, in parallel
                 if data is None:
                     todo.append(((i, j), arr))
@@ -85,6 +89,28 @@ class StackedLevelArray(BackendArray):
         elif np.ndim(fsel) == 0:
             out = out[:, 0]
         return out
+
+
+def _padded_read(arr: ZarrLevelArray, key: tuple[Any, ...], full: tuple[int, ...],
+                 fill: Any) -> np.ndarray:
+    """``key`` of a field padded to ``full`` (its own pixels, then the fill value)."""
+    picks = [np.arange(n)[k] for n, k in zip(full, key, strict=True)]
+    out = np.full([np.size(p) for p in picks if np.ndim(p)], fill, dtype=arr.dtype)
+    inner, place = [], []
+    for p, own in zip(picks, arr.shape, strict=True):
+        p1 = np.atleast_1d(p)
+        keep = np.flatnonzero(p1 < own)
+        if not keep.size:
+            return out  # the selection lies wholly in the padding
+        sel = p1[keep]
+        contiguous = bool(np.all(np.diff(sel) == 1))
+        inner.append(int(sel[0]) if np.ndim(p) == 0 else
+                     slice(int(sel[0]), int(sel[-1]) + 1) if contiguous else sel)
+        if np.ndim(p):
+            place.append(slice(int(keep[0]), int(keep[-1]) + 1) if contiguous else keep)
+    data = arr._getitem(tuple(inner))
+    out[tuple(place)] = data
+    return out
 
 
 async def _read_all(arrays: Sequence[ZarrLevelArray], key: tuple[Any, ...]) -> list[Any]:
@@ -140,7 +166,8 @@ def backend_of(var: xr.Variable) -> ZarrLevelArray | None:
 
 def stacked_dataset(slots: Sequence[FieldSlot], wells: Sequence[str], dims: Sequence[str],
                     var_name: str, level: str, attrs: dict[str, Any] | None = None,
-                    shared_coords: dict[str, xr.Variable] | None = None) -> xr.Dataset:
+                    shared_coords: dict[str, xr.Variable] | None = None,
+                    pad: bool = False) -> xr.Dataset:
     """The stacked Dataset of ``slots`` (fields in well order); errors name the outliers.
 
     Parameters
@@ -157,18 +184,29 @@ def stacked_dataset(slots: Sequence[FieldSlot], wells: Sequence[str], dims: Sequ
         The level the slots come from (for messages and attrs).
     shared_coords
         Coordinates (``c``, ``t``...) that every field shares, e.g. channel labels.
+    pad
+        Fields of different shapes are padded at the end of each axis to the largest shape
+        (with the fill value) instead of refused; ``<dim>_size`` coordinates on
+        ``(well, field)`` give each field's own extent.
     """
     if not slots:
         raise HcsSelectionError("there are no fields to stack", level)
     ref = slots[0].array
-    outliers = [f"{s.well}/{s.field} {s.array.shape} {s.array.dtype}" for s in slots
-                if s.array.shape != ref.shape or s.array.dtype != ref.dtype]
+    if pad:
+        outliers = [f"{s.well}/{s.field} {s.array.shape} {s.array.dtype}" for s in slots
+                    if len(s.array.shape) != len(ref.shape) or s.array.dtype != ref.dtype]
+    else:
+        outliers = [f"{s.well}/{s.field} {s.array.shape} {s.array.dtype}" for s in slots
+                    if s.array.shape != ref.shape or s.array.dtype != ref.dtype]
     if outliers:
         some = ", ".join(outliers[:10]) + (", ..." if len(outliers) > 10 else "")
         raise HcsMetadataError(
             f"fields do not share shape {ref.shape} and dtype {ref.dtype} at level {level!r} "
             f"(first field {slots[0].well}/{slots[0].field}); outliers: {some}. Select "
-            "matching fields or levels first", level)
+            "matching fields or levels first" + ("" if pad else ", or pass pad=True to pad "
+                                                  "smaller fields"), level)
+    shape = tuple(max(s.array.shape[d] for s in slots) for d in range(len(ref.shape)))
+    padded = any(s.array.shape != shape for s in slots)
     by_well: dict[str, list[FieldSlot]] = {w: [] for w in wells}
     for s in slots:
         by_well[s.well].append(s)
@@ -179,7 +217,7 @@ def stacked_dataset(slots: Sequence[FieldSlot], wells: Sequence[str], dims: Sequ
         fill = np.asarray(0 if fill is None else fill, dtype=ref.dtype)
     except (TypeError, ValueError):
         fill = np.zeros((), dtype=ref.dtype)
-    backend = StackedLevelArray(grid, ref.shape, ref.dtype, fill)
+    backend = StackedLevelArray(grid, shape, ref.dtype, fill)
     full_dims = ("well", "field", *dims)
     # a dask block holds all fields of one well: the natural unit of screening analysis, and
     # their chunks are read concurrently in one go
@@ -204,11 +242,22 @@ def stacked_dataset(slots: Sequence[FieldSlot], wells: Sequence[str], dims: Sequ
         "acquisition": (("well", "field"), acq),
         "present": (("well", "field"), present),
     }
+    if padded:
+        for d, name in enumerate(dims):
+            if any(s.array.shape[d] != shape[d] for s in slots):
+                size = np.zeros((len(wells), nf), dtype=np.int64)
+                for i, w in enumerate(wells):
+                    for j, s in enumerate(by_well[w]):
+                        size[i, j] = s.array.shape[d]
+                coords[f"{name}_size"] = (("well", "field"), size)
     # physical coordinates: shared when every field sits on the same grid, else per field
-    for name, first in slots[0].coords.items():
+    for name in slots[0].coords:
+        # the longest field's coordinate covers the padded axis (fields differ only in size)
+        first = max((s.coords[name] for s in slots), key=lambda v: v.size)
         values = first.values
-        if all(s.coords[name] is first or np.array_equal(s.coords[name].values, values)
-               for s in slots[1:]):
+        if all(s.coords[name] is first or np.array_equal(s.coords[name].values,
+                                                         values[:s.coords[name].size])
+               for s in slots):
             coords[name] = first
         else:  # fields at different stage positions: coordinates relative to each origin
             origin = np.full((len(wells), nf), np.nan)
@@ -241,7 +290,8 @@ def level_path(field: xr.DataTree, level: int | str) -> str:
 
 
 def stack_tree(tree: xr.DataTree, field_paths: Sequence[str], wells: Sequence[str],
-               level: int | str = 0, var_name: str = "image") -> xr.Dataset:
+               level: int | str = 0, var_name: str = "image", pad: bool = False
+               ) -> xr.Dataset:
     """The stacked Dataset of the given fields of ``tree`` (see :func:`stacked_dataset`).
 
     Fields whose arrays are still the plate's own (lazy or as opened) stack without reading;
@@ -270,7 +320,7 @@ def stack_tree(tree: xr.DataTree, field_paths: Sequence[str], wells: Sequence[st
             generic.append((well, fname, var))
     if generic:
         return _stack_generic(tree, field_paths, wells, lname, var_name)
-    return stacked_dataset(slots, wells, dims, var_name, lname, shared_coords=shared)
+    return stacked_dataset(slots, wells, dims, var_name, lname, shared_coords=shared, pad=pad)
 
 
 def _stack_generic(tree: xr.DataTree, field_paths: Sequence[str], wells: Sequence[str],

@@ -24,6 +24,7 @@ from .errors import (
     HcsMissingWarning,
     HcsNotFoundError,
     HcsSelectionError,
+    HcsTableError,
 )
 from .metadata import coord_transform
 from .ngff import Plate, Well, check_relative_path
@@ -32,7 +33,6 @@ from .tables import (
     BACKENDS,
     ROI_COLUMNS,
     TABLES,
-    HcsTableError,
     TableMeta,
     TableSource,
     _table_for_writing,

@@ -42,8 +42,9 @@ if TYPE_CHECKING:
 
     from .store import PlateStore
 
-__all__ = ["BACKENDS", "ROI_COLUMNS", "TABLE_TYPES", "TableMeta", "HcsTableError",
-           "parse_tables_list", "read_table", "table_documents", "normalize_table"]
+__all__ = ["BACKENDS", "ROI_COLUMNS", "TABLE_TYPES", "TableMeta", "TableSource",
+           "anndata_columns", "normalize_table", "parquet_block", "parse_tables_list",
+           "read_table", "select_columns", "table_documents", "tables_group_documents"]
 
 #: the table types ngio and Fractal write; others are read as generic tables
 TABLE_TYPES = ("roi_table", "masking_roi_table", "feature_table", "condition_table",
@@ -55,7 +56,6 @@ _BACKEND_ALIASES = {"anndata_v1": "anndata", "experimental_json_v1": "json", "js
 #: the columns of a ROI table, in micrometres
 ROI_COLUMNS = ("x_micrometer", "y_micrometer", "z_micrometer",
                "len_x_micrometer", "len_y_micrometer", "len_z_micrometer")
-_LABEL_TYPES = ("masking_roi_table", "feature_table")
 TABLES = "tables"
 
 
@@ -278,7 +278,7 @@ async def read_table(ps: PlateStore, path: str, meta: TableMeta,
             raise HcsNotFoundError("json table has no 'table' sub-group", where)
         df = _frame_from_columns(attrs, where)
     else:
-        df = await _AnnDataReader(ps, path).frame(meta, want)
+        df = await _AnnDataReader(ps, path).frame(want)
     return select_columns(normalize_table(df, meta, where), columns, where)
 
 
@@ -339,7 +339,8 @@ class _AnnDataReader:
     def where(self, sub: str = "") -> str:
         return self.ps.where(f"{self.path}/{sub}" if sub else self.path)
 
-    async def frame(self, meta: TableMeta, want: set[str] | None = None) -> pd.DataFrame:
+    async def frame(self, want: set[str] | None = None) -> pd.DataFrame:
+        """``X`` and ``obs`` as one DataFrame (``want``: only these columns, and the index)."""
         self._want = want
         var = await self.elem("var")
         need_x = want is None or not isinstance(var, _Columns) or any(

@@ -105,3 +105,17 @@ def test_cluster_fills_a_planned_plate(client, tmp_path):
     for fp, v in values.items():
         assert (dt[f"{fp}/0"]["image"].values == v).all()
         assert (dt[f"{fp}/1"]["image"].values == v).all()  # the pyramid, too
+
+
+def test_to_zarr_job_runs_on_the_cluster(client, cluster_plate, tmp_path):
+    dt = xr.open_datatree(cluster_plate, engine="ome-hcs")
+    sub = dt.hcs.sel(wells=dt.hcs.wells[:3])
+    job = sub.hcs.to_zarr(tmp_path / "copy.zarr", compute=False)
+    client.compute(job).result()  # pixels, then the metadata, from the workers
+    back = xr.open_datatree(tmp_path / "copy.zarr", engine="ome-hcs")
+    assert back.hcs.field_paths == sub.hcs.field_paths
+    for fp in sub.hcs.field_paths:
+        np.testing.assert_array_equal(back[f"{fp}/0"]["image"].values,
+                                      sub[f"{fp}/0"]["image"].values)
+        np.testing.assert_array_equal(back[f"{fp}/labels/nuclei/0"]["labels"].values,
+                                      sub[f"{fp}/labels/nuclei/0"]["labels"].values)

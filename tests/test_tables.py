@@ -183,6 +183,15 @@ def test_table_metadata_is_in_the_tree(ngio_plate):
     assert "ome_table" in node.encoding
 
 
+def test_summary_lists_tables(ngio_plate):
+    dt = xr.open_datatree(ngio_plate, engine="ome-hcs")
+    text = dt.hcs.summary()
+    assert "features (some fields)" in text and "roi_parquet (some fields)" in text
+    assert "plate tables: conditions_parquet, conditions_anndata" in text
+    one = dt.hcs.sel(wells=["A/02"])
+    assert "tables:       features\n" in one.hcs.summary() + "\n"
+
+
 def test_list_tables_modes(ngio_plate):
     dt = xr.open_datatree(ngio_plate, engine="ome-hcs")
     assert dt.hcs.list_tables() == []  # B/01/0 has none

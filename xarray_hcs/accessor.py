@@ -520,4 +520,15 @@ def _summary(tree: xr.DataTree, acc: HcsAccessor) -> str:
                 lines.append(f"  channels:     {', '.join(map(str, coord.values))}")
         if "labels" in node.children:
             lines.append("  labels:       " + ", ".join(node["labels"].children))  # type: ignore
+    from .plate_tables import _fields, list_tables, table_nodes
+
+    per_field = [list(table_nodes(node)) for *_, node in _fields(tree, None)]
+    per_image = list(dict.fromkeys(n for names in per_field for n in names))
+    common = set(per_field[0]).intersection(*per_field[1:]) if per_field else set()
+    if per_image:
+        lines.append("  tables:       " + ", ".join(
+            n if n in common else f"{n} (some fields)" for n in per_image))
+    plate_level = list_tables(tree, path="")
+    if plate_level:
+        lines.append("  plate tables: " + ", ".join(plate_level))
     return "\n".join(lines)

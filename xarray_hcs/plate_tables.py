@@ -55,8 +55,11 @@ def _plate(tree: xr.DataTree) -> Plate:
     return Plate.from_dict(ome["plate"], "/")
 
 
-def _fields(tree: xr.DataTree, acquisition: int | None) -> list[tuple[str, str, str, int | None]]:
-    """(row, column, field, acquisition) of every field in the tree, in plate order."""
+_Field = tuple[str, str, str, int | None, xr.DataTree]
+
+
+def _fields(tree: xr.DataTree, acquisition: int | None) -> list[_Field]:
+    """(row, column, field, acquisition, node) of every field in the tree, in plate order."""
     out = []
     plate = _plate(tree)
     for w in plate.wells:
@@ -65,12 +68,14 @@ def _fields(tree: xr.DataTree, acquisition: int | None) -> list[tuple[str, str, 
         if wnode is None:
             continue
         well = Well.from_dict(wnode.attrs["ome"]["well"], f"/{w.path}")
+        children = wnode.children
         for im in well.images:
-            if im.path not in wnode.children:
+            node = children.get(im.path)
+            if node is None:
                 continue
             if acquisition is not None and im.acquisition != acquisition:
                 continue
-            out.append((w.row, w.column, im.path, im.acquisition))
+            out.append((w.row, w.column, im.path, im.acquisition, node))
     return out
 
 
@@ -112,8 +117,8 @@ def list_tables(tree: xr.DataTree, mode: str = "common", acquisition: int | str 
         return list(table_nodes(node))
     if mode not in ("common", "all"):
         raise ValueError(f"mode must be 'common' or 'all', got {mode!r}")
-    per_field = [list(table_nodes(tree[f"{r}/{c}/{f}"]))
-                 for r, c, f, _ in _fields(tree, _acq_id(tree, acquisition))]
+    per_field = [list(table_nodes(node))
+                 for *_, node in _fields(tree, _acq_id(tree, acquisition))]
     if not per_field:
         return []
     ordered = list(dict.fromkeys(n for names in per_field for n in names))
@@ -164,8 +169,8 @@ def concat_tables(tree: xr.DataTree, name: str, acquisition: int | str | None = 
     fields = _fields(tree, acq)
     with_acq = bool(_plate(tree).acquisitions)
     jobs, keys = [], []
-    for r, c, f, a in fields:
-        node = table_nodes(tree[f"{r}/{c}/{f}"]).get(name)
+    for r, c, f, a, fnode in fields:
+        node = table_nodes(fnode).get(name)
         if node is None:
             if strict:
                 raise HcsNotFoundError(f"has no table {name!r} (pass strict=False to skip "

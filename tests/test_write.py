@@ -204,3 +204,22 @@ def test_writes_stay_inside_the_target(plate, tmp_path):
     dt.hcs.to_zarr(target)
     after = set(tmp_path.rglob("*"))
     assert all(target in p.parents or p == target for p in after - before)
+
+
+def test_overwriting_the_store_the_tree_reads_from_is_refused(fresh_plate, tmp_path):
+    import xarray_hcs
+
+    p = fresh_plate("0.5")
+    before = sorted(str(f.relative_to(p)) for f in p.rglob("*"))
+    for dt in (xr.open_datatree(p, engine="ome-hcs"), xarray_hcs.open_plate(p),
+               xr.open_datatree(p, engine="ome-hcs").hcs.sel(wells=["A/01"])):
+        with pytest.raises(HcsExistsError, match="reads its pixels or tables from"):
+            dt.hcs.to_zarr(p, mode="w")
+        with pytest.raises(HcsExistsError, match="reads its pixels or tables from"):
+            dt.hcs.to_zarr(str(p) + "/", mode="w")  # the same directory, spelled otherwise
+    # nothing was deleted or written
+    assert sorted(str(f.relative_to(p)) for f in p.rglob("*")) == before
+    # another plate may be replaced
+    other = fresh_plate("0.5")
+    xr.open_datatree(p, engine="ome-hcs").hcs.sel(wells=["A/01"]).hcs.to_zarr(other, mode="w")
+    assert xr.open_datatree(other, engine="ome-hcs").hcs.wells == ["A/01"]

@@ -173,11 +173,61 @@ def write_plate(tree: xr.DataTree, store: Any, ngff_version: str | None = None,
         if mode == "w-":
             raise HcsExistsError("already holds zarr data (pass mode='w' to overwrite it)",
                                  str(store))
+        reading = _read_from(target, spec, tree.encoding.get("source"))
+        if reading is not None:
+            raise HcsExistsError(
+                f"the tree reads its pixels or tables from {reading}: overwriting it would "
+                "delete them before they are copied; write to another path (and rename)",
+                str(store))
         run_sync(_clear(target))
     with gc_paused():
         stored = write_arrays(target, list(spec.images()), zarr_format, chunks, pixels)
     return _run(stored, lambda: write_groups(target, spec, version, zarr_format), compute,
                 progress)
+
+
+def _read_from(target: Store, spec: PlateSpec, opened_from: Any = None) -> str | None:
+    """The store the tree still reads from, if ``target`` is it (or holds it, or is in it):
+    the store it was opened from, or one behind its unmodified levels and unread tables."""
+    from zarr.storage import FsspecStore, LocalStore
+
+    from .tables import TableSource
+
+    def key(store: Any) -> str | None:
+        if isinstance(store, LocalStore):
+            return os.path.realpath(str(store.root))
+        if isinstance(store, FsspecStore):
+            return f"{store.fs.protocol}://{store.path}".rstrip("/")
+        return None
+
+    mine = key(target)
+    if mine is None:
+        return None
+    if isinstance(opened_from, str) and not _is_url(opened_from):
+        theirs = os.path.realpath(opened_from)
+        if theirs == mine or theirs.startswith(mine + "/") or mine.startswith(theirs + "/"):
+            return opened_from
+    elif isinstance(opened_from, str) and opened_from.rstrip("/") == mine:
+        return opened_from
+    sources = {backend.plate_store for img in spec.images() for lv in img.levels
+               if (backend := backend_of(lv.variable)) is not None}
+    groups = [f.tables for w in spec.wells for f in w.fields if f.tables is not None]
+    if spec.tables is not None:
+        groups.append(spec.tables)
+    sources |= {held.ps for g in groups for _, _, held in g.tables
+                if isinstance(held, TableSource)}
+    for ps in sources:
+        theirs = key(ps.store)
+        if theirs is None:
+            continue
+        theirs = theirs if not ps.root else f"{theirs}/{ps.root}"
+        if theirs == mine or theirs.startswith(mine + "/") or mine.startswith(theirs + "/"):
+            return ps.source
+    return None
+
+
+def _is_url(s: str) -> bool:
+    return "://" in s.split("::")[0] and not s.startswith("file://")
 
 
 def _run(stored: Any, then: Any, compute: bool, progress: bool) -> Any:

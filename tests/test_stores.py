@@ -16,6 +16,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 import zarr
@@ -277,3 +278,21 @@ def test_consolidated_metadata_means_no_per_node_reads(plate, tmp_path):
     _assert_same_plate(dt, _reference(plate))
     with pytest.raises(HcsNotFoundError, match="no consolidated metadata"):
         xarray_hcs.open_plate(plate, consolidated=True)
+
+
+@pytest.mark.parametrize("peer", ["ngio-0.4", "ngio-0.5"])  # AnnData tables; parquet tables
+def test_http_tables(peer, http_root):
+    """Tables over HTTP: listed at open, rows read (concurrently) when asked for."""
+    from conftest import PEERS_DIR
+
+    root, url = http_root
+    shutil.copytree(PEERS_DIR / peer / "plate.zarr", root / f"{peer}.zarr",
+                    dirs_exist_ok=True)
+    local = xr.open_datatree(PEERS_DIR / peer / "plate.zarr", engine="ome-hcs")
+    remote = xr.open_datatree(f"{url}/{peer}.zarr", engine="ome-hcs", storage_options={})
+    assert remote.hcs.list_tables() == local.hcs.list_tables() == ["features"]
+    pd.testing.assert_frame_equal(remote.hcs.concat_tables("features"),
+                                  local.hcs.concat_tables("features"))
+    pd.testing.assert_frame_equal(
+        remote.hcs.table("A/01/0", "features", columns=["area"]),
+        local.hcs.table("A/01/0", "features", columns=["area"]))

@@ -355,6 +355,8 @@ def test_roi_selects_the_roi_pixels(ngio_plate):
         dt.hcs.roi("A/01/0", "roi_parquet", "FOV_9")
     with pytest.raises(HcsTableError, match="not a ROI table"):
         dt.hcs.roi("A/01/0", "features_parquet", 1)
+    with pytest.raises(HcsSelectionError, match="level 5 does not exist"):
+        dt.hcs.roi("A/01/0", "roi_parquet", "FOV_2", level=5)
 
 
 # -------------------------------------------------------------------------- bad input
@@ -467,6 +469,8 @@ def test_add_table_bad_input(plate_v05, tmp_path):
         dt.hcs.add_table("Z/99/0", "t", ok)
     with pytest.raises(HcsSelectionError, match="field"):
         dt.hcs.add_table(fp.rsplit("/", 1)[0], "t", ok)  # a well
+    with pytest.raises(HcsSelectionError, match="field"):
+        dt.hcs.add_table(f"{fp}/labels/nuclei", "t", ok)  # a label image
     with pytest.raises(HcsTableError, match="neither numeric nor strings"):
         dt.hcs.add_table(fp, "t", pd.DataFrame({"v": [object(), object()]}), backend="anndata")
     two = dt.hcs.add_table(fp, "t", ok)

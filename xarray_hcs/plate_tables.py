@@ -35,7 +35,7 @@ from .tables import (
     TABLES,
     TableMeta,
     TableSource,
-    _table_for_writing,
+    table_for_writing,
     anndata_columns,
     normalize_table,
     select_columns,
@@ -324,8 +324,11 @@ def add_table(tree: xr.DataTree, path: str, name: str, df: pd.DataFrame,
     node = _node_at(tree, path)
     if node is None:
         raise HcsSelectionError("no such node in the tree", f"/{path}")
-    if path and "multiscales" not in node.attrs.get("ome", {}):
-        raise HcsSelectionError("tables belong to an image (a field) or to the plate", f"/{path}")
+    parent = node.parent
+    if path and ("multiscales" not in node.attrs.get("ome", {}) or parent is None
+                 or "well" not in parent.attrs.get("ome", {})):
+        raise HcsSelectionError("tables belong to a field (row/column/field) or to the plate "
+                                '(path="")', f"/{path}")
     if not path:
         _plate(tree)
     if backend not in BACKENDS:
@@ -350,7 +353,7 @@ def add_table(tree: xr.DataTree, path: str, name: str, df: pd.DataFrame,
         missing = [c for c in ROI_COLUMNS if c not in df.columns]
         if missing:
             raise HcsTableError(f"a {kind} needs the columns {missing}", where)
-    flat = _table_for_writing(df, meta, where)  # every check writing will make, now
+    flat = table_for_writing(df, meta, where)  # every check writing will make, now
     if backend == "anndata":
         anndata_columns(flat, list(df.columns), where)
     table = normalize_table(df.copy(deep=False), meta, where)
@@ -391,9 +394,9 @@ def roi(tree: xr.DataTree, path: str, name: str, index: Any, level: int | str = 
             raise HcsSelectionError(f"has no ROI {index!r}", tables[name].path)
         index = alt
     row = df.loc[index]
-    levels = fnode.attrs["ome"]["multiscales"][0]["datasets"]
-    lpath = levels[level]["path"] if isinstance(level, int) else str(level)
-    lnode = _node_at(fnode, lpath)
+    from .stack import level_path
+
+    lnode = _node_at(fnode, level_path(fnode, level))
     if lnode is None:
         raise HcsSelectionError(f"has no level {level!r}", fnode.path)
     ds = lnode.to_dataset()

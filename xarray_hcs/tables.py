@@ -231,7 +231,7 @@ def parquet_block(raws: list[bytes], meta: TableMeta, columns: tuple[str, ...] |
     return (df if columns is None else df[list(columns)]), lengths
 
 
-def _table_for_writing(df: pd.DataFrame, meta: TableMeta, where: str) -> pd.DataFrame:
+def table_for_writing(df: pd.DataFrame, meta: TableMeta, where: str) -> pd.DataFrame:
     """The index as a column named ``index_key`` (parquet, csv and json have no index)."""
     if not isinstance(df, pd.DataFrame):
         raise HcsTableError(f"a table must be a pandas DataFrame, got {type(df).__name__}",
@@ -511,7 +511,7 @@ def table_documents(df: pd.DataFrame, meta: TableMeta, zarr_format: int, where: 
     """The files of one table group (relative to the group), attributes included."""
     if meta.backend == "anndata":
         return _anndata_documents(df, meta, zarr_format, where)
-    flat = _table_for_writing(df, meta, where)
+    flat = table_for_writing(df, meta, where)
     docs: dict[str, bytes] = {}
     if meta.backend == "parquet":
         import pyarrow as pa
@@ -559,7 +559,7 @@ def _anndata_documents(df: pd.DataFrame, meta: TableMeta, zarr_format: int, wher
     except ImportError:  # pragma: no cover
         raise HcsTableError("writing AnnData tables needs the 'anndata' package", where
                             ) from None
-    flat = _table_for_writing(df, meta, where)
+    flat = table_for_writing(df, meta, where)
     if meta.index_key or df.index.name:
         key = flat.columns[0]
         index = flat[key].astype(str).to_numpy(dtype=object)

@@ -112,11 +112,12 @@ def test_writers_killed_at_random_points_leave_a_consistent_plate(tmp_path):
     kills = 0
     listed = 1
     while kills < 20:
-        pr = subprocess.Popen([sys.executable, str(WRITER), str(p), str(kills + 1), "50",
-                               "A/1", "C/7"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.8, 2.5))  # the interpreter starts, then writes
-        pr.send_signal(signal.SIGKILL)
-        pr.wait()
+        with subprocess.Popen([sys.executable, str(WRITER), str(p), str(kills + 1), "50",
+                               "A/1", "C/7"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) as pr:
+            time.sleep(rng.uniform(0.8, 2.5))  # the interpreter starts, then writes
+            pr.send_signal(signal.SIGKILL)
+            pr.wait()
         kills += 1
         dt = _consistent(p)
         assert len(dt.hcs.field_paths) >= listed  # nothing listed before is lost

@@ -137,8 +137,7 @@ def plot_montage(tree: xr.DataTree, level: int | str = -1, channel: Any = 0, agg
                              layout="constrained")
     vals = m.values[np.isfinite(m.values)]
     vmin, vmax = (np.percentile(vals, [2, 98]) if robust and vals.size else (None, None))
-    cm = plt.get_cmap(cmap).copy()
-    cm.set_bad("#202020")
+    cm = plt.get_cmap(cmap).with_extremes(bad="#202020")
     ax.imshow(np.ma.masked_invalid(m.values), cmap=cm, vmin=vmin, vmax=vmax,
               interpolation="nearest")
     plate = tree.hcs.plate
@@ -208,8 +207,7 @@ def plot_plate(tree: xr.DataTree, values: Any, ax: Any = None, cmap: str = "viri
         _, ax = plt.subplots(figsize=(min(16.0, max(5.0, 2.5 + 0.45 * ncol)),
                                       min(11.0, max(3.0, 1.5 + 0.45 * nrow))),
                              layout="constrained")
-    cm = plt.get_cmap(cmap).copy()
-    cm.set_bad("#d0d0d0")
+    cm = plt.get_cmap(cmap).with_extremes(bad="#d0d0d0")
     im = ax.imshow(np.ma.masked_invalid(grid.values), cmap=cm, interpolation="nearest")
     _label_axes(ax, list(grid["row"].values), list(grid["column"].values), (1, 1), 0)
     ax.figure.colorbar(im, ax=ax, label=label or (str(grid.name) if grid.name else None),

@@ -397,7 +397,6 @@ class _Walker:
             return None
         return group, list(names)
 
-
     async def _tables(self, path: str) -> TablesRecord | None:
         """The ``tables`` group of an image (or of the plate, ``path=""``), if it has one.
 

@@ -197,7 +197,10 @@ def _read_from(target: Store, spec: PlateSpec, opened_from: Any = None) -> str |
         if isinstance(store, LocalStore):
             return os.path.realpath(str(store.root))
         if isinstance(store, FsspecStore):
-            return f"{store.fs.protocol}://{store.path}".rstrip("/")
+            try:  # the canonical URL, whatever spelling opened it
+                return str(store.fs.unstrip_protocol(store.path)).rstrip("/")
+            except Exception:  # filesystems without it: compare the paths
+                return str(store.path).rstrip("/")
         return None
 
     mine = key(target)

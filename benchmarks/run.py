@@ -486,6 +486,8 @@ def timed(fn: Callable[[], Any], repeat: int) -> float:
     times = []
     for _ in range(repeat):
         gc.collect()
+        # flush what earlier runs left dirty, so no run pays for another's writes
+        os.sync()
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)

@@ -187,11 +187,12 @@ def ours_open_plate(p: Path, **kw: Any) -> int:
     return len(xarray_hcs.open_plate(p, **kw).hcs.field_paths)
 
 
-def ours_stacked_reduce(p: Path, scheduler: str | None = None) -> np.ndarray:
+def ours_stacked_reduce(p: Path, scheduler: str | None = None,
+                        chunks: dict[str, int] | None = None) -> np.ndarray:
     """The plate at level 0 as one (well, field, c, z, y, x) array; one reduction."""
     import xarray as xr
 
-    ds = xr.open_dataset(p, engine="ome-hcs", level=0, chunks={})
+    ds = xr.open_dataset(p, engine="ome-hcs", level=0, chunks=chunks or {})
     means = ds["image"].mean(["z", "y", "x"], dtype="f8").compute(scheduler=scheduler)
     return means.values[ds.present.values]
 
@@ -591,6 +592,10 @@ def run(only: set[str] | None, quick: bool, repeat: int) -> list[Result]:
             ours_stacked_reduce(p)  # workers warm, as the threads are
             add(w, "xarray_hcs stacked, LocalCluster 2 processes",
                 lambda: ours_stacked_reduce(p))
+            big = {"well": 8, "c": -1}  # fewer, larger tasks: the scheduler's cost is per task
+            ours_stacked_reduce(p, chunks=big)
+            add(w, "xarray_hcs stacked, LocalCluster, 8-well blocks",
+                lambda: ours_stacked_reduce(p, chunks=big))
         finally:
             client.close()
             client.cluster.close()

@@ -10,7 +10,6 @@ codecs) returns None and the caller lets zarr read it.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from typing import TYPE_CHECKING, Any
 
@@ -106,11 +105,7 @@ async def read_small_array(ps: PlateStore, info: ArrayInfo) -> np.ndarray | None
         return None
     from .store import join_path
 
-    keys = [join_path(info.path, _key(sep, i)) for i in idxs]
-    if ps.reads_inline:  # local files: read in turn, tasks would only add overhead
-        raws = [await ps._get(k) for k in keys]
-    else:
-        raws = await asyncio.gather(*(ps._get(k) for k in keys))
+    raws = await ps.gather(*(ps._get(join_path(info.path, _key(sep, i))) for i in idxs))
     out = np.empty(shape, dtype=dtype.newbyteorder("=") if dtype.kind != "O" else dtype)
     if any(r is None for r in raws):
         if dtype.kind == "O" or fill is None:

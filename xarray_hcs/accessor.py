@@ -466,8 +466,9 @@ class HcsAccessor:
         Notes
         -----
         Everything the tree holds is written: plate, rows, wells, fields, every level, omero,
-        labels, tables (each in its own backend); the metadata lists exactly that. Scale and translation come from the
-        coordinates (a sliced level is written where it sits). Unknown metadata keys are kept.
+        labels, tables (each in its own backend); the metadata lists exactly that. Scale and
+        translation come from the coordinates (a sliced level is written where it sits).
+        Unknown metadata keys are kept.
         Pixels stream through dask, chunk by chunk; the plate document is written last.
         """
         from .write import write_plate

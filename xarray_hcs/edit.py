@@ -30,9 +30,10 @@ _TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 # ------------------------------------------------------------------------------ select
 
 
-def _plate(tree: xr.DataTree) -> Plate:
-    ome = tree.attrs.get("ome", {})
-    if "plate" not in ome:
+def plate_of(tree: xr.DataTree) -> Plate:
+    """The plate metadata at the tree's root, typed; ``HcsMetadataError`` if there is none."""
+    ome = tree.attrs.get("ome")
+    if not isinstance(ome, dict) or "plate" not in ome:
         raise HcsMetadataError("the tree's root holds no plate metadata", "/")
     return Plate.from_dict(ome["plate"], "/")
 
@@ -52,7 +53,7 @@ def _select(tree: xr.DataTree, rows: Sequence[str] | None, columns: Sequence[Any
             wells: Sequence[Any] | None, fields: Sequence[Any] | None,
             acquisition: int | str | None, levels: Sequence[int | str] | None
             ) -> xr.DataTree:
-    plate = _plate(tree)
+    plate = plate_of(tree)
     present = [w for w in plate.wells
                if w.row in tree.children and w.column in tree[w.row].children]
     chosen = {w.path for w in select_wells(plate, wells, "/")}

@@ -77,6 +77,11 @@ class PlateSpec:
                 yield f
                 yield from f.labels
 
+    def table_groups(self) -> list[TablesSpec]:
+        """Every ``tables`` group to write: the fields', then the plate's."""
+        groups = [f.tables for w in self.wells for f in w.fields if f.tables is not None]
+        return groups + ([self.tables] if self.tables is not None else [])
+
 
 def _split(attrs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     ome = copy.deepcopy(attrs.get("ome", {}))
@@ -107,11 +112,22 @@ def coord_transform(level: xr.DataTree, dim: str, n: int, fallback: tuple[float,
     return step, float(values[0])
 
 
-def _node(tree: xr.DataTree, path: str) -> xr.DataTree:
-    """``tree[path]`` for a relative node path, by the children mappings (no path parsing)."""
-    node = tree
+def node_at(tree: xr.DataTree, path: str) -> xr.DataTree | None:
+    """``tree[path]`` for a relative node path, by the children mappings (no path parsing);
+    None if there is no such node."""
+    node: xr.DataTree | None = tree
     for part in path.strip("/").split("/"):
-        node = node.children[part]
+        if part:
+            node = node.children.get(part)
+            if node is None:
+                return None
+    return node
+
+
+def _node(tree: xr.DataTree, path: str) -> xr.DataTree:
+    node = node_at(tree, path)
+    if node is None:
+        raise KeyError(path)
     return node
 
 

@@ -30,9 +30,8 @@ from .edit import column_name, field_nodes, image_levels, plate_with_image
 from .errors import HcsError, HcsMetadataError, HcsNotAPlateError, HcsNotFoundError
 from .metadata import _image_spec, _label_specs
 from .ngff import Plate, decode_attrs, encode_attrs
-from .store import PlateStore, join_path, run_sync
+from .store import PlateStore, group_documents, join_path, run_sync
 from .write import (
-    _docs,
     _set_all,
     group_format,
     image_group_docs,
@@ -162,7 +161,7 @@ def add_image(store: Any, row: str, column: Any, image: Any, field: str | None =
         if levels is None:
             levels = _levels_of_plate(ps, plate, version)
         # reserve the field: a bare group nobody lists yet
-        run_sync(_set_all(target, _docs(join_path(wpath, fpath), {}, zarr_format)))
+        run_sync(_set_all(target, group_documents(join_path(wpath, fpath), {}, zarr_format)))
     full = join_path(wpath, fpath)
     nodes: dict[str, NodeSpec | None] = {"": NodeSpec()}
     nodes.update(field_nodes(full, image, levels, acq, version,
@@ -215,16 +214,17 @@ def _publish(target: Store, wpath: str, fpath: str, acq: int | None,
         declared = {**new_plate, "plate": {**new_plate["plate"], "wells": [
             w for w in new_plate["plate"]["wells"] if w["path"] != wpath]}}
     if declared != plate_ome:
-        run_sync(_set_all(target, _docs("", encode_attrs(declared, plate_other, version),
-                                        zarr_format)))
+        run_sync(_set_all(target, group_documents(
+            "", encode_attrs(declared, plate_other, version), zarr_format)))
     row = wpath.split("/")[0]
     if not _exists_group(target, row):
-        run_sync(_set_all(target, _docs(row, {}, zarr_format)))
-    run_sync(_set_all(target, _docs(wpath, encode_attrs(new_well, {} if well is None
-                                                        else well[1], version), zarr_format)))
+        run_sync(_set_all(target, group_documents(row, {}, zarr_format)))
+    well_other = {} if well is None else well[1]
+    run_sync(_set_all(target, group_documents(
+        wpath, encode_attrs(new_well, well_other, version), zarr_format)))
     if declared != new_plate:  # now the well exists: list it
-        run_sync(_set_all(target, _docs("", encode_attrs(new_plate, plate_other, version),
-                                        zarr_format)))
+        run_sync(_set_all(target, group_documents(
+            "", encode_attrs(new_plate, plate_other, version), zarr_format)))
 
 
 # ------------------------------------------------------------------------ plan, then fill

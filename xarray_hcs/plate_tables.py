@@ -18,6 +18,7 @@ import pandas as pd
 import xarray as xr
 
 from ._xarray_internals import NodeSpec, assemble_tree, spec_of
+from .edit import plate_of
 from .errors import (
     HcsError,
     HcsMetadataError,
@@ -26,19 +27,19 @@ from .errors import (
     HcsSelectionError,
     HcsTableError,
 )
-from .metadata import coord_transform
-from .ngff import Plate, Well, check_relative_path
-from .store import run_sync
+from .metadata import coord_transform, node_at
+from .ngff import Well, check_relative_path
+from .store import in_turn, run_sync
 from .tables import (
     BACKENDS,
     ROI_COLUMNS,
     TABLES,
     TableMeta,
     TableSource,
-    table_for_writing,
     anndata_columns,
+    held_rows,
     normalize_table,
-    select_columns,
+    table_for_writing,
 )
 
 __all__ = ["list_tables", "read_table_node", "concat_tables", "add_table", "table_nodes",
@@ -48,20 +49,13 @@ __all__ = ["list_tables", "read_table_node", "concat_tables", "add_table", "tabl
 KEY_COLUMNS = ("row", "column", "field")
 
 
-def _plate(tree: xr.DataTree) -> Plate:
-    ome = tree.attrs.get("ome")
-    if not isinstance(ome, dict) or "plate" not in ome:
-        raise HcsMetadataError("the tree's root holds no plate metadata", "/")
-    return Plate.from_dict(ome["plate"], "/")
-
-
 _Field = tuple[str, str, str, int | None, xr.DataTree]
 
 
 def _fields(tree: xr.DataTree, acquisition: int | None) -> list[_Field]:
     """(row, column, field, acquisition, node) of every field in the tree, in plate order."""
     out = []
-    plate = _plate(tree)
+    plate = plate_of(tree)
     for w in plate.wells:
         rnode = tree.children.get(w.row)
         wnode = rnode.children.get(w.column) if rnode is not None else None
@@ -79,15 +73,6 @@ def _fields(tree: xr.DataTree, acquisition: int | None) -> list[_Field]:
     return out
 
 
-def _node_at(tree: xr.DataTree, path: str) -> xr.DataTree | None:
-    node = tree
-    for part in [p for p in path.strip("/").split("/") if p]:
-        node = node.children.get(part)  # type: ignore[assignment]
-        if node is None:
-            return None
-    return node
-
-
 def table_nodes(node: xr.DataTree) -> dict[str, xr.DataTree]:
     """``{name: table node}`` of one image (or the plate) node, in the listed order."""
     tnode = node.children.get(TABLES) if node is not None else None
@@ -103,7 +88,7 @@ def _acq_id(tree: xr.DataTree, acquisition: int | str | None) -> int | None:
         return None
     from .tree import resolve_acquisition
 
-    return resolve_acquisition(_plate(tree), acquisition, "/")
+    return resolve_acquisition(plate_of(tree), acquisition, "/")
 
 
 def list_tables(tree: xr.DataTree, mode: str = "common", acquisition: int | str | None = None,
@@ -111,7 +96,7 @@ def list_tables(tree: xr.DataTree, mode: str = "common", acquisition: int | str 
     """Names of the tables of every field (``"common"``: in all of them; ``"all"``: in any),
     or of the node at ``path`` (``""`` for plate-level tables)."""
     if path is not None:
-        node = _node_at(tree, path)
+        node = node_at(tree, path)
         if node is None:
             raise HcsSelectionError("no such node in the tree", f"/{path.strip('/')}")
         return list(table_nodes(node))
@@ -133,20 +118,13 @@ def _meta(node: xr.DataTree) -> TableMeta:
 
 
 async def _read(node: xr.DataTree, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
-    held = node.encoding.get("ome_table")
-    meta = _meta(node)
-    if isinstance(held, pd.DataFrame):
-        return select_columns(held.copy(deep=False), columns, node.path)
-    if isinstance(held, TableSource):
-        return await held.read(meta, columns)
-    raise HcsNotFoundError("table node holds no rows (neither read from a store nor added)",
-                           node.path)
+    return await held_rows(node.encoding.get("ome_table"), _meta(node), node.path, columns)
 
 
 def read_table_node(tree: xr.DataTree, path: str, name: str,
                     columns: Sequence[str] | None = None) -> pd.DataFrame:
     """The table ``name`` of the image (or plate, ``path=""``) at ``path``."""
-    node = _node_at(tree, path)
+    node = node_at(tree, path)
     if node is None:
         raise HcsSelectionError("no such node in the tree", f"/{path.strip('/')}")
     tables = table_nodes(node)
@@ -167,7 +145,7 @@ def concat_tables(tree: xr.DataTree, name: str, acquisition: int | str | None = 
     """One DataFrame of table ``name`` over every field; see ``HcsAccessor.concat_tables``."""
     acq = _acq_id(tree, acquisition)
     fields = _fields(tree, acq)
-    with_acq = bool(_plate(tree).acquisitions)
+    with_acq = bool(plate_of(tree).acquisitions)
     jobs, keys = [], []
     for r, c, f, a, fnode in fields:
         node = table_nodes(fnode).get(name)
@@ -212,9 +190,9 @@ async def _read_blocks(nodes: list[xr.DataTree], strict: bool,
             continue
         held0 = nodes[members[0]].encoding["ome_table"]
         try:
-            raws = await _gather_all(held0.ps, [
+            raws = await held0.ps.gather(*(
                 _required_bytes(held0.ps, nodes[i].encoding["ome_table"].path, "table.parquet")
-                for i in members])
+                for i in members))
         except HcsError:
             single.extend(members)  # one by one: strict raises, lenient warns and skips
             continue
@@ -229,12 +207,6 @@ async def _read_blocks(nodes: list[xr.DataTree], strict: bool,
         if df is not None:
             blocks.append(([i], [len(df)], df))
     return blocks
-
-
-async def _gather_all(ps: Any, aws: list[Any]) -> list[Any]:
-    if ps.reads_inline:
-        return [await a for a in aws]
-    return list(await asyncio.gather(*aws))
 
 
 def _repeated(values: list[str], counts: np.ndarray) -> Any:
@@ -303,7 +275,7 @@ async def _gather(nodes: list[xr.DataTree], strict: bool,
             return None
 
     if all(_inline(n) for n in nodes):  # local files: read in turn, tasks only add overhead
-        return [await one(n) for n in nodes]
+        return await in_turn(*(one(n) for n in nodes))
     return list(await asyncio.gather(*(one(n) for n in nodes)))
 
 
@@ -321,7 +293,7 @@ def add_table(tree: xr.DataTree, path: str, name: str, df: pd.DataFrame,
     path = path.strip("/")
     where = f"/{path}/{TABLES}/{name}" if path else f"/{TABLES}/{name}"
     check_relative_path(name, "table name", where, parts=1)
-    node = _node_at(tree, path)
+    node = node_at(tree, path)
     if node is None:
         raise HcsSelectionError("no such node in the tree", f"/{path}")
     parent = node.parent
@@ -330,7 +302,7 @@ def add_table(tree: xr.DataTree, path: str, name: str, df: pd.DataFrame,
         raise HcsSelectionError("tables belong to a field (row/column/field) or to the plate "
                                 '(path="")', f"/{path}")
     if not path:
-        _plate(tree)
+        plate_of(tree)
     if backend not in BACKENDS:
         raise HcsMetadataError(f"unknown table backend {backend!r} (known: "
                                f"{', '.join(BACKENDS)})", where)
@@ -377,7 +349,7 @@ def _specs(node: xr.DataTree, path: str, out: dict[str, NodeSpec | None]) -> Non
 def roi(tree: xr.DataTree, path: str, name: str, index: Any, level: int | str = 0
         ) -> xr.Dataset:
     """The pixels of ROI ``index`` of ROI table ``name`` of field ``path``, at ``level``."""
-    fnode = _node_at(tree, path)
+    fnode = node_at(tree, path)
     if fnode is None:
         raise HcsSelectionError("no such node in the tree", f"/{path.strip('/')}")
     tables = table_nodes(fnode)
@@ -396,7 +368,7 @@ def roi(tree: xr.DataTree, path: str, name: str, index: Any, level: int | str = 
     row = df.loc[index]
     from .stack import level_path
 
-    lnode = _node_at(fnode, level_path(fnode, level))
+    lnode = node_at(fnode, level_path(fnode, level))
     if lnode is None:
         raise HcsSelectionError(f"has no level {level!r}", fnode.path)
     ds = lnode.to_dataset()

@@ -30,7 +30,8 @@ from .errors import (
     HcsReadError,
 )
 
-__all__ = ["ArrayInfo", "PlateStore", "open_store", "run_sync", "join_path", "read_error"]
+__all__ = ["ArrayInfo", "PlateStore", "group_documents", "in_turn", "join_path", "open_store",
+           "read_error", "run_sync"]
 
 T = TypeVar("T")
 
@@ -45,6 +46,34 @@ def run_sync(coro: Awaitable[T]) -> T:
 
 def join_path(*parts: str) -> str:
     return "/".join(p for p in parts if p)
+
+
+async def in_turn(*aws: Any) -> list[Any]:
+    """``asyncio.gather`` for awaitables that never wait: run them one after the other."""
+    out: list[Any] = []
+    try:
+        for a in aws:
+            out.append(await a)
+    except BaseException:
+        for a in aws[len(out) + 1:]:  # never started: close them quietly
+            a.close()
+        raise
+    return out
+
+
+def group_documents(path: str, attrs: dict[str, Any], zarr_format: int,
+                    allow_nan: bool = False) -> dict[str, bytes]:
+    """The documents of a zarr group at ``path`` with ``attrs`` (keys are store paths).
+
+    ``allow_nan`` writes NaN and ±Infinity as Python's JSON does (as zarr writes attributes);
+    metadata stays strict JSON.
+    """
+    pre = f"{path}/" if path else ""
+    if zarr_format == 3:
+        doc = {"zarr_format": 3, "node_type": "group", "attributes": attrs}
+        return {f"{pre}zarr.json": json.dumps(doc, indent=2, allow_nan=allow_nan).encode()}
+    return {f"{pre}.zgroup": b'{\n  "zarr_format": 2\n}',
+            f"{pre}.zattrs": json.dumps(attrs, indent=2, allow_nan=allow_nan).encode()}
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -178,6 +207,13 @@ class PlateStore:
         """True if reads complete without waiting (local files): no point overlapping them."""
         return self._local_root is not None
 
+    async def gather(self, *aws: Any) -> list[Any]:
+        """Await reads of this store: concurrently, or in turn where they complete inline
+        (local files: tasks would cost more than the reads)."""
+        if self.reads_inline:
+            return await in_turn(*aws)
+        return list(await asyncio.gather(*aws))
+
     def __getstate__(self) -> dict[str, Any]:
         # what a dask worker needs to read arrays: no locks, no consolidated index
         return {"store": self.store, "root": self.root, "zarr_format": self.zarr_format,
@@ -241,17 +277,47 @@ class PlateStore:
 
     # -- nodes --------------------------------------------------------------------------
 
+    async def _zarr_json(self, path: str) -> dict[str, Any] | None:
+        """The zarr v3 document of the node at ``path``, checked to be an object; or None."""
+        doc = await self._doc(path, "zarr.json")
+        if doc is not None and not isinstance(doc, dict):
+            raise HcsMetadataError("zarr.json must be a JSON object", self.where(path))
+        return doc
+
+    async def node(self, path: str) -> tuple[str, dict[str, Any], dict[str, Any] | None] | None:
+        """(``"group"`` or ``"array"``, attributes, array document) of the node at ``path``,
+        whichever it is; None if absent. The array document is :meth:`array_info`'s."""
+        if self.zarr_format == 3:
+            doc = await self._zarr_json(path)
+            if doc is None:
+                return None
+            kind = doc.get("node_type", "group")
+            return kind, doc.get("attributes", {}) or {}, doc if kind == "array" else None
+        attrs, is_group = await self.gather(self._doc(path, ".zattrs"),
+                                            self._doc(path, ".zgroup"))
+        if is_group is not None:
+            return "group", attrs or {}, None
+        zarray = await self._doc(path, ".zarray")
+        if zarray is None:
+            return None
+        if not isinstance(zarray, dict):
+            raise HcsMetadataError(".zarray must be a JSON object", self.where(path))
+        return "array", attrs or {}, {**zarray, "attributes": attrs or {}}
+
+    def info_of(self, path: str, doc: dict[str, Any]) -> ArrayInfo:
+        """:class:`ArrayInfo` of the array at ``path`` from its (already read) document."""
+        return _parse_array_doc(doc, self.zarr_format, join_path(self.root, path),
+                                self.where(path))
+
     async def group_attrs(self, path: str) -> dict[str, Any] | None:
         """Attributes of the group at ``path`` (relative to the plate root); None if absent.
 
         A zarr v2 group without ``.zattrs`` reads as absent: every OME node has attributes.
         """
         if self.zarr_format == 3:
-            doc = await self._doc(path, "zarr.json")
+            doc = await self._zarr_json(path)
             if doc is None:
                 return None
-            if not isinstance(doc, dict):
-                raise HcsMetadataError("zarr.json must be a JSON object", self.where(path))
             if doc.get("node_type") != "group":
                 raise HcsMetadataError(f"expected a group, found a {doc.get('node_type')}",
                                        self.where(path))
@@ -278,8 +344,7 @@ class PlateStore:
             if not isinstance(doc, dict):
                 raise HcsMetadataError(".zarray must be a JSON object", self.where(path))
             doc = {**doc, "attributes": attrs if isinstance(attrs, dict) else {}}
-        return _parse_array_doc(doc, self.zarr_format, join_path(self.root, path),
-                                self.where(path))
+        return self.info_of(path, doc)
 
     def zarr_array(self, info: ArrayInfo) -> zarr.Array:
         """A zarr Array built from ``info`` without another metadata read."""
@@ -292,7 +357,7 @@ class PlateStore:
 # ------------------------------------------------------------------------------ opening
 
 
-def _is_url(s: str) -> bool:
+def is_url(s: str) -> bool:
     head = s.split("::")[0]
     return "://" in head and not head.startswith("file://")
 
@@ -383,7 +448,7 @@ def open_store(obj: Any, storage_options: dict[str, Any] | None = None,
     elif isinstance(obj, str | os.PathLike):
         s = os.fspath(obj)
         source = s
-        if _is_url(s):
+        if is_url(s):
             from zarr.storage import FsspecStore
 
             if s.lower().rstrip("/").endswith((".ozx", ".zip")) and "::" not in s:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import os
 import threading
 import warnings
@@ -36,9 +35,9 @@ import pandas as pd
 
 from .errors import HcsError, HcsMetadataError, HcsNotFoundError, HcsTableError
 from .ngff import check_relative_path
+from .store import group_documents
 
 if TYPE_CHECKING:
-    from zarr.abc.store import Store
 
     from .store import PlateStore
 
@@ -333,8 +332,7 @@ class _AnnDataReader:
         self.ps = ps
         self.path = path
         self._want: set[str] | None = None
-        # local reads complete inline: running them as tasks would only add overhead
-        self._all = _in_turn if ps.reads_inline else asyncio.gather
+        self._all = ps.gather
 
     def where(self, sub: str = "") -> str:
         return self.ps.where(f"{self.path}/{sub}" if sub else self.path)
@@ -367,29 +365,8 @@ class _AnnDataReader:
         # one DataFrame per table, built from columns: no per-element frames or assignments
         return pd.DataFrame(data, index=pd.Index(obs.index, name=obs.index_name), copy=False)
 
-    async def _attrs(self, sub: str) -> tuple[str, dict[str, Any], Any] | None:
-        """(``group`` | ``array``, attributes, array document) of the element at ``sub``."""
-        ps, full = self.ps, f"{self.path}/{sub}"
-        if ps.zarr_format == 3:
-            doc = await ps._doc(full, "zarr.json")
-            if doc is None:
-                return None
-            if not isinstance(doc, dict):
-                raise HcsMetadataError("zarr.json must be a JSON object", self.where(sub))
-            kind = doc.get("node_type", "group")
-            return kind, doc.get("attributes", {}) or {}, doc if kind == "array" else None
-        attrs, is_group = await self._all(ps._doc(full, ".zattrs"), ps._doc(full, ".zgroup"))
-        if is_group is not None:
-            return "group", attrs or {}, None
-        zarray = await ps._doc(full, ".zarray")
-        if zarray is None:
-            return None
-        if not isinstance(zarray, dict):
-            raise HcsMetadataError(".zarray must be a JSON object", self.where(sub))
-        return "array", attrs or {}, {**zarray, "attributes": attrs or {}}
-
     async def elem(self, sub: str) -> Any:
-        found = await self._attrs(sub)
+        found = await self.ps.node(f"{self.path}/{sub}")
         if found is None:
             return None
         kind, attrs, doc = found
@@ -412,11 +389,8 @@ class _AnnDataReader:
 
     async def _array(self, sub: str, doc: dict[str, Any]) -> np.ndarray:
         from ._small_arrays import read_small_array
-        from .store import _parse_array_doc, join_path
 
-        path = f"{self.path}/{sub}"
-        info = _parse_array_doc(doc, self.ps.zarr_format, join_path(self.ps.root, path),
-                                self.where(sub))
+        info = self.ps.info_of(f"{self.path}/{sub}", doc)
         fast = await read_small_array(self.ps, info)
         if fast is not None:
             return fast
@@ -479,12 +453,6 @@ async def _none() -> None:
     return None
 
 
-async def _in_turn(*aws: Any) -> list[Any]:
-    from .tree import _in_turn as in_turn
-
-    return await in_turn(*aws)
-
-
 @dataclass(slots=True)
 class _Columns:
     """An AnnData dataframe element as columns, not yet a DataFrame (that is made once)."""
@@ -529,23 +497,14 @@ def table_documents(df: pd.DataFrame, meta: TableMeta, zarr_format: int, where: 
         # Python's JSON, as zarr writes attributes: NaN and ±Infinity survive the round trip
         # (pandas' to_json would write them as null)
         cols = {str(k): v for k, v in flat.to_dict(orient="list").items()}
-        docs.update(_group_docs("table", cols, zarr_format))
-    docs.update(_group_docs("", meta.to_attrs(), zarr_format))
+        docs.update(group_documents("table", cols, zarr_format, allow_nan=True))
+    docs.update(group_documents("", meta.to_attrs(), zarr_format, allow_nan=True))
     return docs
 
 
 def tables_group_documents(names: list[str], other: dict[str, Any], zarr_format: int
                            ) -> dict[str, bytes]:
-    return _group_docs("", {**other, TABLES: list(names)}, zarr_format)
-
-
-def _group_docs(path: str, attrs: dict[str, Any], zarr_format: int) -> dict[str, bytes]:
-    pre = f"{path}/" if path else ""
-    if zarr_format == 3:
-        return {f"{pre}zarr.json": json.dumps(
-            {"zarr_format": 3, "node_type": "group", "attributes": attrs}, indent=2).encode()}
-    return {f"{pre}.zgroup": b'{"zarr_format": 2}',
-            f"{pre}.zattrs": json.dumps(attrs, indent=2).encode()}
+    return group_documents("", {**other, TABLES: list(names)}, zarr_format, allow_nan=True)
 
 
 def _anndata_documents(df: pd.DataFrame, meta: TableMeta, zarr_format: int, where: str
@@ -634,22 +593,22 @@ def _all_strings(s: pd.Series) -> bool:
     return all(isinstance(v, str) for v in s.dropna())
 
 
-async def write_documents(store: Store, prefix: str, docs: dict[str, bytes]) -> None:
-    """Write ``docs`` under ``prefix``; attribute documents last (they make the group)."""
-    from zarr.core.buffer import default_buffer_prototype
 
-    first = {k: v for k, v in docs.items() if k.rsplit("/", 1)[-1] not in _META_NAMES}
-    last = {k: v for k, v in docs.items() if k not in first}
-    proto = default_buffer_prototype().buffer
-    for batch in (first, last):
-        await asyncio.gather(*(store.set(f"{prefix}/{k}".strip("/"), proto.from_bytes(v))
-                               for k, v in batch.items()))
-
-
-_META_NAMES = ("zarr.json", ".zattrs", ".zgroup")
 
 
 # ---------------------------------------------------------------------------- in the tree
+
+
+async def held_rows(held: Any, meta: TableMeta, where: str,
+                    columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """The rows a table node holds (``encoding["ome_table"]``): read from its store, or the
+    DataFrame that was added."""
+    if isinstance(held, TableSource):
+        return await held.read(meta, columns)
+    if isinstance(held, pd.DataFrame):
+        return select_columns(held.copy(deep=False), columns, where)
+    raise HcsNotFoundError("table node holds no rows (neither read from a store nor added)",
+                           where)
 
 
 class TableSource:

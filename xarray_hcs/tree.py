@@ -232,8 +232,7 @@ class _Walker:
         self.ps = ps
         self.opts = opts
         self.version = "0.4"
-        # local reads finish inline, so tasks would only add overhead; remote reads overlap
-        self._all = _in_turn if ps.reads_inline else asyncio.gather
+        self._all = ps.gather
         self._ms_cache: dict[str, Multiscale] = {}
 
     def _missing(self, what: str, path: str) -> None:
@@ -423,19 +422,6 @@ class _Walker:
 
 async def _none() -> None:
     return None
-
-
-async def _in_turn(*aws: Any) -> list[Any]:
-    """``asyncio.gather`` for awaitables that never wait: run them one after the other."""
-    out: list[Any] = []
-    try:
-        for a in aws:
-            out.append(await a)
-    except BaseException:
-        for a in aws[len(out) + 1:]:  # never started: close them quietly
-            a.close()
-        raise
-    return out
 
 
 def _check_levels(ms: Multiscale, recs: list[LevelRecord], path: str) -> None:

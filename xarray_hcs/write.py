@@ -10,7 +10,6 @@ file + rename).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from .errors import HcsError, HcsExistsError, HcsVersionError
 from .metadata import ImageSpec, LevelSpec, PlateSpec, plate_spec
 from .ngff import WRITE_VERSIONS, check_relative_path, encode_attrs
 from .stack import backend_of
-from .store import join_path, run_sync
+from .store import group_documents, is_url, join_path, run_sync
 
 __all__ = ["write_plate", "open_writable", "write_arrays", "write_groups", "image_group_docs",
            "group_format"]
@@ -127,14 +126,6 @@ class _Templates:
         return meta
 
 
-def _group_docs(attrs: dict[str, Any], zarr_format: int) -> dict[str, bytes]:
-    if zarr_format == 3:
-        doc = {"zarr_format": 3, "node_type": "group", "attributes": attrs}
-        return {"zarr.json": json.dumps(doc, indent=2, allow_nan=False).encode()}
-    return {".zgroup": b'{\n  "zarr_format": 2\n}',
-            ".zattrs": json.dumps(attrs, indent=2, allow_nan=False).encode()}
-
-
 def _source(lv: LevelSpec, chunks: tuple[int, ...]) -> Any:
     """The level's data as a dask array on the target chunks, reading the source lazily."""
     import dask.array as da
@@ -206,7 +197,7 @@ def _read_from(target: Store, spec: PlateSpec, opened_from: Any = None) -> str |
     mine = key(target)
     if mine is None:
         return None
-    if isinstance(opened_from, str) and not _is_url(opened_from):
+    if isinstance(opened_from, str) and not is_url(opened_from):
         theirs = os.path.realpath(opened_from)
         if theirs == mine or theirs.startswith(mine + "/") or mine.startswith(theirs + "/"):
             return opened_from
@@ -214,10 +205,7 @@ def _read_from(target: Store, spec: PlateSpec, opened_from: Any = None) -> str |
         return opened_from
     sources = {backend.plate_store for img in spec.images() for lv in img.levels
                if (backend := backend_of(lv.variable)) is not None}
-    groups = [f.tables for w in spec.wells for f in w.fields if f.tables is not None]
-    if spec.tables is not None:
-        groups.append(spec.tables)
-    sources |= {held.ps for g in groups for _, _, held in g.tables
+    sources |= {held.ps for g in spec.table_groups() for _, _, held in g.tables
                 if isinstance(held, TableSource)}
     for ps in sources:
         theirs = key(ps.store)
@@ -227,10 +215,6 @@ def _read_from(target: Store, spec: PlateSpec, opened_from: Any = None) -> str |
         if theirs == mine or theirs.startswith(mine + "/") or mine.startswith(theirs + "/"):
             return ps.source
     return None
-
-
-def _is_url(s: str) -> bool:
-    return "://" in s.split("::")[0] and not s.startswith("file://")
 
 
 def _run(stored: Any, then: Any, compute: bool, progress: bool) -> Any:
@@ -344,11 +328,13 @@ def image_group_docs(img: ImageSpec, version: str, zarr_format: int) -> dict[str
     """The documents of one image: its label images and labels group, then itself."""
     out: dict[str, bytes] = {}
     for lab in img.labels:
-        out.update(_docs(lab.path, encode_attrs(lab.ome, lab.other, version), zarr_format))
+        out.update(group_documents(lab.path, encode_attrs(lab.ome, lab.other, version),
+                                   zarr_format))
     if img.labels_ome is not None:
-        out.update(_docs(join_path(img.path, "labels"),
-                         encode_attrs(img.labels_ome, img.labels_other, version), zarr_format))
-    out.update(_docs(img.path, encode_attrs(img.ome, img.other, version), zarr_format))
+        out.update(group_documents(join_path(img.path, "labels"),
+                                   encode_attrs(img.labels_ome, img.labels_other, version),
+                                   zarr_format))
+    out.update(group_documents(img.path, encode_attrs(img.ome, img.other, version), zarr_format))
     return out
 
 
@@ -359,11 +345,11 @@ def write_groups(store: Store, spec: PlateSpec, version: str, zarr_format: int) 
         for f in w.fields:
             images.update(image_group_docs(f, version, zarr_format))
     wells = {k: v for w in spec.wells
-             for k, v in _docs(w.path, encode_attrs(w.ome, w.other, version),
-                               zarr_format).items()}
+             for k, v in group_documents(w.path, encode_attrs(w.ome, w.other, version),
+                                         zarr_format).items()}
     rows = {k: v for r, attrs in spec.rows.items()
-            for k, v in _docs(r, attrs, zarr_format).items()}
-    plate = _docs("", encode_attrs(spec.ome, spec.other, version), zarr_format)
+            for k, v in group_documents(r, attrs, zarr_format).items()}
+    plate = group_documents("", encode_attrs(spec.ome, spec.other, version), zarr_format)
     table_files, table_groups = _table_docs(spec, zarr_format)
     for stage in (table_files, table_groups, images, wells, rows, plate):
         run_sync(_set_all(store, stage))
@@ -373,18 +359,14 @@ def _table_docs(spec: PlateSpec, zarr_format: int) -> tuple[dict[str, bytes], di
     """Every table's files, and each tables group's document (which lists them)."""
     import asyncio
 
-    from .tables import TableSource, table_documents, tables_group_documents
+    from .tables import held_rows, table_documents, tables_group_documents
 
-    groups = [f.tables for w in spec.wells for f in w.fields if f.tables is not None]
-    if spec.tables is not None:
-        groups.append(spec.tables)
+    groups = spec.table_groups()
     jobs = [(g, name, meta, held) for g in groups for name, meta, held in g.tables]
 
-    async def rows(meta: Any, held: Any) -> Any:
-        return await held.read(meta) if isinstance(held, TableSource) else held
-
     async def all_rows() -> list[Any]:  # read concurrently; encoded below, off the loop
-        return await asyncio.gather(*(rows(meta, held) for _, _, meta, held in jobs))
+        return await asyncio.gather(*(held_rows(held, meta, f"/{join_path(g.path, name)}")
+                                      for g, name, meta, held in jobs))
 
     frames = run_sync(all_rows()) if jobs else []
     out: dict[str, bytes] = {}
@@ -399,6 +381,3 @@ def _table_docs(spec: PlateSpec, zarr_format: int) -> tuple[dict[str, bytes], di
             listing[join_path(g.path, k)] = v
     return out, listing
 
-
-def _docs(path: str, attrs: dict[str, Any], zarr_format: int) -> dict[str, bytes]:
-    return {join_path(path, k): v for k, v in _group_docs(attrs, zarr_format).items()}

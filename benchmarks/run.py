@@ -510,7 +510,7 @@ def peak_rss(expr: str, last_line: bool = False) -> tuple[float, float]:
                 f"from benchmarks.run import *\nif __name__ == '__main__':\n    {expr}")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
-    secs, mib = out.stdout.split()[-2:] if not last_line else out.stdout.split()[-2:]
+    secs, mib = out.stdout.split()[-2:]
     return float(secs), float(mib)
 
 

@@ -135,18 +135,10 @@ def _dataset(wells: Sequence[str], paths: Sequence[str], results: Sequence[Any]
                   if set(c.dims) <= set(first.dims)}
         out[name] = xr.DataArray(data, dims=("well", "field", *first.dims), coords=coords,
                                  attrs=first.attrs)
-    fpaths = np.full((len(well_names), n_field), "", dtype=object)
-    for i, fp in enumerate(paths):
-        wi, fi = pos[i]
-        fpaths[wi, fi] = fp.rsplit("/", 1)[1]
-    ds = xr.Dataset(out)
-    return ds.assign_coords(
-        well=("well", np.asarray(well_names, dtype=object)),
-        row=("well", np.asarray([w.split("/")[0] for w in well_names], dtype=object)),
-        column=("well", np.asarray([w.split("/")[1] for w in well_names], dtype=object)),
-        field=("field", np.arange(n_field)),
-        field_path=(("well", "field"), fpaths),
-        present=(("well", "field"), fpaths != ""))
+    from .stack import well_field_coords
+
+    fields = [[paths[i].rsplit("/", 1)[1] for i in per_well[w]] for w in well_names]
+    return xr.Dataset(out).assign_coords(well_field_coords(well_names, fields))
 
 
 def _frames(paths: Sequence[str], results: Sequence[pd.DataFrame]) -> pd.DataFrame:

@@ -164,6 +164,25 @@ def backend_of(var: xr.Variable) -> ZarrLevelArray | None:
     return None
 
 
+def well_field_coords(wells: Sequence[str], fields: Sequence[Sequence[str]]
+                      ) -> dict[str, Any]:
+    """The coordinates of a ``(well, field)`` layout: ``well``, ``row`` and ``column`` on
+    ``well``; ``field`` (position in the well); ``field_path`` and ``present`` on
+    ``(well, field)``, for wells holding ``fields[i]`` (padded to the longest)."""
+    nf = max((len(f) for f in fields), default=0)
+    field_path = np.full((len(wells), nf), "", dtype=object)
+    for i, names in enumerate(fields):
+        field_path[i, :len(names)] = names
+    return {
+        "well": ("well", np.asarray(wells, dtype=object)),
+        "row": ("well", np.asarray([w.split("/")[0] for w in wells], dtype=object)),
+        "column": ("well", np.asarray([w.split("/")[1] for w in wells], dtype=object)),
+        "field": ("field", np.arange(nf)),
+        "field_path": (("well", "field"), field_path),
+        "present": (("well", "field"), field_path != ""),
+    }
+
+
 def stacked_dataset(slots: Sequence[FieldSlot], wells: Sequence[str], dims: Sequence[str],
                     var_name: str, level: str, attrs: dict[str, Any] | None = None,
                     shared_coords: dict[str, xr.Variable] | None = None,
@@ -225,23 +244,12 @@ def stacked_dataset(slots: Sequence[FieldSlot], wells: Sequence[str], dims: Sequ
                                 **dict(zip(dims, ref.info.chunks, strict=True))},
            "chunks": (1, nf, *ref.info.chunks), "dtype": ref.dtype}
     var = xr.Variable(full_dims, indexing.LazilyIndexedArray(backend), encoding=enc)
-    present = np.zeros((len(wells), nf), dtype=bool)
-    field_path = np.full((len(wells), nf), "", dtype=object)
     acq = np.full((len(wells), nf), -1, dtype=np.int64)
     for i, w in enumerate(wells):
         for j, s in enumerate(by_well[w]):
-            present[i, j] = True
-            field_path[i, j] = s.field
             acq[i, j] = -1 if s.acquisition is None else s.acquisition
-    coords: dict[str, Any] = {
-        "well": ("well", np.asarray(wells, dtype=object)),
-        "row": ("well", np.asarray([w.split("/")[0] for w in wells], dtype=object)),
-        "column": ("well", np.asarray([w.split("/")[1] for w in wells], dtype=object)),
-        "field": ("field", np.arange(nf)),
-        "field_path": (("well", "field"), field_path),
-        "acquisition": (("well", "field"), acq),
-        "present": (("well", "field"), present),
-    }
+    coords = well_field_coords(wells, [[s.field for s in by_well[w]] for w in wells])
+    coords["acquisition"] = (("well", "field"), acq)
     if padded:
         for d, name in enumerate(dims):
             if any(s.array.shape[d] != shape[d] for s in slots):

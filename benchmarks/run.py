@@ -13,9 +13,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import itertools
 import json
+import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -322,16 +325,13 @@ def _fields(p: Path) -> list[tuple[str, list[str]]]:
 def ours_write(src: Path, dst: Path) -> None:
     import xarray as xr
 
-    xr.open_datatree(src, engine="ome-hcs").hcs.to_zarr(dst, mode="w")
+    xr.open_datatree(src, engine="ome-hcs").hcs.to_zarr(dst)
 
 
 def raw_copy(src: Path, dst: Path, threads: int = 4) -> None:
     """Plain zarr: create every level array alike in ``dst`` and copy it, with threads."""
-    import shutil
-
     import zarr
 
-    shutil.rmtree(dst, ignore_errors=True)
     s = zarr.open_group(src, mode="r")
     d = zarr.open_group(dst, mode="w", zarr_format=s.metadata.zarr_format)
     paths = [f"{fp}/{lv}" for fp, levels in _fields(src) for lv in levels]
@@ -348,12 +348,9 @@ def raw_copy(src: Path, dst: Path, threads: int = 4) -> None:
 
 def ngff_zarr_write(src: Path, dst: Path) -> None:
     """ngff-zarr's HCSPlateWriter: each field's level 0, pyramid by ngff-zarr."""
-    import shutil
-
     import ngff_zarr as nz
     import zarr
 
-    shutil.rmtree(dst, ignore_errors=True)
     root = zarr.open_group(src, mode="r")
     ome = root.attrs.get("ome", root.attrs)["plate"]
     meta = nz.Plate(columns=[nz.PlateColumn(name=c["name"]) for c in ome["columns"]],
@@ -372,12 +369,9 @@ def ngff_zarr_write(src: Path, dst: Path) -> None:
 
 def ngio_write(src: Path, dst: Path) -> None:
     """ngio: an empty plate, add_image per field, create_ome_zarr_from_array into it."""
-    import shutil
-
     import ngio
     import zarr
 
-    shutil.rmtree(dst, ignore_errors=True)
     root = zarr.open_group(src, mode="r")
     plate_ = ngio.create_empty_plate(str(dst), name="bench", ngff_version="0.5",
                                      overwrite=True)
@@ -387,7 +381,10 @@ def ngio_write(src: Path, dst: Path) -> None:
         ngio.create_ome_zarr_from_array(
             store=plate_.get_image_store(r, c, f), array=root[f"{fp}/{levels[0]}"][...],
             pixelsize=0.65, z_spacing=2.0, levels=len(levels), axes_names=["c", "z", "y", "x"],
-            ngff_version="0.5", overwrite=True)
+            ngff_version="0.5", overwrite=True,
+            # ngio's faster pyramid builder, its default from ngio 1.2 (the 1.1 default,
+            # "dask", was 15-30 % slower on this plate)
+            consolidation_mode="auto")
 
 
 # ----------------------------------------------------------------------------- tables (P4)
@@ -483,6 +480,19 @@ class Result:
     note: str = ""
 
 
+#: seconds after which ext4 (without a journal) reuses a deleted, written-back inode
+_EXT4_RECENTLY_DELETED_S = 60
+
+
+def _settle_deletions() -> None:
+    """Write back, then wait out ext4's "recently deleted" window, so that no timed write
+    pays for an earlier deletion (its inode allocator skips such inodes one by one)."""
+    print(f"  waiting {_EXT4_RECENTLY_DELETED_S + 2} s for earlier deletions to settle ...",
+          file=sys.stderr, flush=True)
+    os.sync()
+    time.sleep(_EXT4_RECENTLY_DELETED_S + 2)
+
+
 def timed(fn: Callable[[], Any], repeat: int) -> float:
     times = []
     for _ in range(repeat):
@@ -533,7 +543,7 @@ def run(only: set[str] | None, quick: bool, repeat: int) -> list[Result]:
         try:
             secs = timed(fn, times or repeat)
             res.append(Result(workload, library, secs, **kw))
-        except Exception as e:  # a peer that cannot read a plate is a result too
+        except Exception as e:  # noqa: BLE001  # a peer that cannot read a plate is a result too
             res.append(Result(workload, library, float("nan"), note=f"failed: {e!r}"[:80],
                               **kw))
 
@@ -604,13 +614,30 @@ def run(only: set[str] | None, quick: bool, repeat: int) -> list[Result]:
     if want("P3"):
         lay = layouts["P3_PLATE"]
         src = plate("P3_PLATE", lay)
-        dst = PLATES / "_out.zarr"
+        # Every run writes a new plate, and nothing is deleted until the workload is over:
+        # on ext4 without a journal (this VM's disk) creating a file or directory scans past
+        # every inode deleted in the last minute, so a write right after a mass deletion runs
+        # up to 10x slower (see docs/performance.md). Hence also the quiet minute first.
+        outs = PLATES / "_out"
+        if outs.exists():
+            shutil.rmtree(outs)
+        outs.mkdir()
+        if not quick:
+            _settle_deletions()
+        runs = itertools.count()
+
+        def dst() -> Path:
+            return outs / f"{next(runs)}.zarr"
         w = f"P3 write {lay.rows * lay.columns}x{lay.fields}x{lay.levels} with pixels"
-        add(w, "plain zarr copy, threads", lambda: raw_copy(src, dst), baseline=True)
-        add(w, "xarray_hcs dt.hcs.to_zarr", lambda: ours_write(src, dst))
-        add(w, "ngff-zarr HCSPlateWriter", lambda: ngff_zarr_write(src, dst), peer=True,
-            times=1)
-        add(w, "ngio create + add_image", lambda: ngio_write(src, dst), peer=True, times=1)
+        try:
+            add(w, "plain zarr copy, threads", lambda: raw_copy(src, dst()), baseline=True)
+            add(w, "xarray_hcs dt.hcs.to_zarr", lambda: ours_write(src, dst()))
+            add(w, "ngff-zarr HCSPlateWriter", lambda: ngff_zarr_write(src, dst()), peer=True,
+                times=1)
+            add(w, "ngio create + add_image", lambda: ngio_write(src, dst()), peer=True,
+                times=1)
+        finally:
+            shutil.rmtree(outs, ignore_errors=True)
     if want("P4"):
         lay = layouts["P4_PLATE"]
         n = lay.rows * lay.columns * lay.fields
@@ -651,8 +678,8 @@ def table(res: list[Result]) -> str:
         peers = [r.seconds for r in rows if r.peer and np.isfinite(r.seconds)]
         fastest = min(peers) if peers else float("nan")
         for r in rows:
-            rb = r.seconds / base if base == base and base > 0 else float("nan")
-            rp = (r.seconds / fastest if (not r.baseline and not r.peer and fastest == fastest)
+            rb = r.seconds / base if not math.isnan(base) and base > 0 else float("nan")
+            rp = (r.seconds / fastest if (not r.baseline and not r.peer and not math.isnan(fastest))
                   else float("nan"))
             mib = f"{r.peak_mib:.0f}" if r.peak_mib is not None else ""
             lines.append(f"| {w} | {r.library} | {r.seconds:.3f} | {_f(rb)} | {_f(rp)} | "
@@ -661,7 +688,7 @@ def table(res: list[Result]) -> str:
 
 
 def _f(x: float) -> str:
-    return "" if x != x else f"{x:.2f}"
+    return "" if math.isnan(x) else f"{x:.2f}"
 
 
 def machine() -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ChunkReader", "ChunkWriter"]
+__all__ = ["ChunkReader", "ChunkWriter", "write_file"]
 
 _V3_COMPRESSORS = {"zstd", "blosc", "gzip"}
 _V2_COMPRESSORS = {"zstd", "blosc", "gzip", "zlib", "lz4", "bz2", "lzma"}
@@ -42,6 +42,22 @@ def _codec(config: dict[str, Any]) -> Any | None:
         return numcodecs.get_codec(dict(config))
     except (ValueError, TypeError, KeyError):
         return None
+
+
+def write_file(path: str, data: Any) -> None:
+    """Write ``data`` to the local file ``path`` atomically, making its directories.
+
+    A temporary file, then a rename: readers never see a torn file, and a writer killed
+    mid-way leaves at most a ``.partial`` file, which zarr ignores. The temporary name is
+    unique per process and thread.
+    """
+    import threading
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.partial"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
 
 
 class ChunkReader:
@@ -234,8 +250,4 @@ class ChunkWriter:
             data: Any = np.ascontiguousarray(block, dtype=r.dtype).tobytes()
             for enc in self.encoders:
                 data = enc.encode(data)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.{os.getpid()}.{id(block)}.partial"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
+            write_file(path, data)

@@ -237,8 +237,11 @@ def _run(stored: Any, then: Any, compute: bool, progress: bool) -> Any:
 
 def write_arrays(target: Store, images: list[ImageSpec], zarr_format: int,
                  chunks: dict[str, int] | None, pixels: bool = True) -> Any:
-    """Create the level arrays of ``images`` (metadata now) and return the lazy pixel writes."""
-    import dask
+    """Create the level arrays of ``images`` and return the lazy pixel writes.
+
+    Array documents are written now, except those of unmodified stored levels copied to a
+    local store: each of those is written by its level's copy task, just before its chunks.
+    """
     import dask.array as da
 
     from ._chunks import ChunkWriter
@@ -253,22 +256,25 @@ def write_arrays(target: Store, images: list[ImageSpec], zarr_format: int,
             meta = templates.metadata(var.shape, var.dtype, c, tuple(var.dims))
             path = join_path(img.path, lv.path)
             check_relative_path(path, "node path", path)
-            for name, buf in templates.documents(meta).items():
-                array_docs[join_path(path, name)] = buf
-            if not pixels:
-                continue
-            dest = _target(target, meta, path, zarr_format)
+            docs = templates.documents(meta)
+            dest = _target(target, meta, path, zarr_format) if pixels else None
             backend = backend_of(var) if not var.encoding.get("ome_squeezed") else None
             if (isinstance(dest, ChunkWriter) and backend is not None
                     and backend.shape == var.shape and var.nbytes <= _WHOLE_LEVEL_BYTES):
-                # an unmodified stored level: one task reads it whole and writes its chunks,
-                # instead of a dask graph of a few tasks per chunk
-                copies.append(dask.delayed(_copy_level, pure=False)(backend, dest))
-            else:
+                # an unmodified stored level: one task writes its document, reads it whole
+                # and writes its chunks (instead of a dask graph of a few tasks per chunk);
+                # its documents are written there, overlapping other levels' pixel work
+                root = os.path.join(str(target.root), path)
+                copies.append((backend, dest, {os.path.join(root, name): buf.to_bytes()
+                                               for name, buf in docs.items()}))
+                continue
+            for name, buf in docs.items():
+                array_docs[join_path(path, name)] = buf
+            if dest is not None:
                 targets.append(dest)
                 sources.append(_source(lv, c))
     run_sync(_set_all(target, array_docs))
-    stored: list[Any] = list(copies)
+    stored: list[Any] = [_copy_levels(copies)] if copies else []
     if sources:
         stored.append(da.store(sources, targets, lock=False, compute=False))
     return stored or None
@@ -278,7 +284,28 @@ def write_arrays(target: Store, images: list[ImageSpec], zarr_format: int,
 _WHOLE_LEVEL_BYTES = 64 * 2**20
 
 
-def _copy_level(source: Any, dest: Any) -> None:
+def _copy_levels(jobs: list[tuple[Any, Any, dict[str, bytes]]]) -> Any:
+    """One delayed for all whole-level copies: a task per level under a single key.
+
+    Built as a plain graph: a list of one ``dask.delayed`` per level costs dask about
+    0.15-0.3 s more to compute for 1,152 levels (measured), a tenth of the whole write.
+    """
+    import uuid
+
+    from dask.delayed import Delayed
+
+    name = f"xarray-hcs-copy-{uuid.uuid4().hex}"
+    graph: dict[Any, Any] = {(name, i): (_copy_level, source, dest, docs)
+                             for i, (source, dest, docs) in enumerate(jobs)}
+    graph[name] = (len, list(graph))  # depends on every copy
+    return Delayed(name, graph)
+
+
+def _copy_level(source: Any, dest: Any, docs: dict[str, bytes]) -> None:
+    from ._chunks import write_file
+
+    for path, data in docs.items():  # the array's documents (local files), then its chunks
+        write_file(path, data)
     full = tuple(slice(0, n) for n in source.shape)
     dest[full] = source._getitem(full)
 

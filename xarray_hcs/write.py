@@ -1,11 +1,11 @@
 """DataTree → OME-Zarr plate on any zarr store (NGFF 0.4 / zarr v2 and 0.5 / zarr v3).
 
-Order is what makes a write safe to interrupt: array metadata, then pixels (streamed through
-dask, chunk-aligned, never a whole array in memory), then the group documents from the
-leaves up: label images, labels groups, fields, wells, rows, and the plate document last. A
-writer killed before the end leaves no plate document, so nothing claims to be a complete
-plate; each document is written atomically where the store allows (local files: temporary
-file + rename).
+Order is what makes a write safe to interrupt: each array's metadata before its pixels
+(streamed through dask, chunk-aligned, never a whole array in memory), then the group
+documents from the leaves up: label images, labels groups, fields, wells, rows, and the
+plate document last. A writer killed before the end leaves no plate document, so nothing
+claims to be a complete plate; each document is written atomically where the store allows
+(local files: temporary file + rename).
 """
 
 from __future__ import annotations

@@ -367,24 +367,32 @@ def ngff_zarr_write(src: Path, dst: Path) -> None:
             writer.write_well_image(ms, row_name=r, column_name=c, field_index=int(f))
 
 
-def ngio_write(src: Path, dst: Path) -> None:
-    """ngio: an empty plate, add_image per field, create_ome_zarr_from_array into it."""
+def ngio_write(src: Path, dst: Path, tables: bool = False) -> None:
+    """ngio: an empty plate, add_image per field, create_ome_zarr_from_array into it; with
+    ``tables``, each field's ``features`` table too (as an AnnData table, from memory)."""
     import ngio
+    import pandas as pd
     import zarr
+    from ngio.tables import FeatureTable
 
     root = zarr.open_group(src, mode="r")
     plate_ = ngio.create_empty_plate(str(dst), name="bench", ngff_version="0.5",
                                      overwrite=True)
-    for fp, levels in _fields(src):
-        r, c, f = fp.split("/")
-        plate_.add_image(r, c, image_path=f)
-        ngio.create_ome_zarr_from_array(
-            store=plate_.get_image_store(r, c, f), array=root[f"{fp}/{levels[0]}"][...],
-            pixelsize=0.65, z_spacing=2.0, levels=len(levels), axes_names=["c", "z", "y", "x"],
-            ngff_version="0.5", overwrite=True,
-            # ngio's faster pyramid builder, its default from ngio 1.2 (the 1.1 default,
-            # "dask", was 15-30 % slower on this plate)
-            consolidation_mode="auto")
+    # ngio 1.1's AnnData writer cannot write pandas 3's Arrow strings (tests/test_tables.py)
+    with pd.option_context("future.infer_string", False):
+        frames = [_feature_table(i) for i in range(len(_fields(src)))] if tables else []
+        for i, (fp, levels) in enumerate(_fields(src)):
+            r, c, f = fp.split("/")
+            plate_.add_image(r, c, image_path=f)
+            img = ngio.create_ome_zarr_from_array(
+                store=plate_.get_image_store(r, c, f), array=root[f"{fp}/{levels[0]}"][...],
+                pixelsize=0.65, z_spacing=2.0, levels=len(levels),
+                axes_names=["c", "z", "y", "x"], ngff_version="0.5", overwrite=True,
+                # ngio's faster pyramid builder, its default from ngio 1.2 (the 1.1 default,
+                # "dask", was 15-30 % slower on this plate)
+                consolidation_mode="auto")
+            if tables:
+                img.add_table("features", FeatureTable(frames[i]), backend="anndata")
 
 
 # ----------------------------------------------------------------------------- tables (P4)
@@ -638,6 +646,27 @@ def run(only: set[str] | None, quick: bool, repeat: int) -> list[Result]:
                 times=1)
         finally:
             shutil.rmtree(outs, ignore_errors=True)
+    if want("P3t"):  # the plate of P4: 384 tiny images, each with a 200-row AnnData table
+        lay = layouts["P4_PLATE"]
+        src = tables_plate("quick-P4" if quick else "P4", lay, "anndata")
+        outs = PLATES / "_out"
+        if outs.exists():
+            shutil.rmtree(outs)
+        outs.mkdir()
+        if not quick:
+            _settle_deletions()
+        runs = itertools.count()
+
+        def dst_t() -> Path:
+            return outs / f"{next(runs)}.zarr"
+        n = lay.rows * lay.columns * lay.fields
+        w = f"P3t write {n} small images with a {P4_ROWS}-row table each"
+        try:
+            add(w, "xarray_hcs dt.hcs.to_zarr", lambda: ours_write(src, dst_t()))
+            add(w, "ngio create + add_image + add_table",
+                lambda: ngio_write(src, dst_t(), tables=True), peer=True, times=1)
+        finally:
+            shutil.rmtree(outs, ignore_errors=True)
     if want("P4"):
         lay = layouts["P4_PLATE"]
         n = lay.rows * lay.columns * lay.fields
@@ -713,7 +742,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run")
     ap.add_argument("--quick", action="store_true", help="small plates, one minute")
     ap.add_argument("--only", default=None,
-                    help="comma-separated workloads: P1,P1x,P1s,P2,P3,P4,P6")
+                    help="comma-separated workloads: P1,P1x,P1s,P2,P3,P3t,P4,P6")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-save", action="store_true", help="do not write docs/performance.md")
     args = ap.parse_args(argv)

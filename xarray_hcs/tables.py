@@ -509,15 +509,10 @@ def tables_group_documents(names: list[str], other: dict[str, Any], zarr_format:
 
 def _anndata_documents(df: pd.DataFrame, meta: TableMeta, zarr_format: int, where: str
                        ) -> dict[str, bytes]:
-    """AnnData as ngio writes it, serialised by AnnData itself into memory."""
-    import zarr
-    from zarr.storage import MemoryStore
+    """AnnData as ngio writes it: encoded directly (``_anndata_write``) when it is a plain
+    measurement table, else serialised by AnnData itself into memory."""
+    from ._anndata_write import anndata_documents
 
-    try:
-        import anndata as ad
-    except ImportError:  # pragma: no cover
-        raise HcsTableError("writing AnnData tables needs the 'anndata' package", where
-                            ) from None
     flat = table_for_writing(df, meta, where)
     if meta.index_key or df.index.name:
         key = flat.columns[0]
@@ -532,6 +527,24 @@ def _anndata_documents(df: pd.DataFrame, meta: TableMeta, zarr_format: int, wher
                        index=pd.Index(index, name=key, dtype=object))
     x = flat[x_cols].to_numpy(dtype=np.float64 if len({str(flat[c].dtype) for c in x_cols}) > 1
                               else None) if x_cols else np.zeros((len(flat), 0))
+    direct = anndata_documents(x, [str(c) for c in x_cols], obs, meta.to_attrs(), zarr_format)
+    if direct is not None:
+        return direct
+    return _anndata_written(x, x_cols, obs, meta, zarr_format, where)
+
+
+def _anndata_written(x: np.ndarray, x_cols: list[Any], obs: pd.DataFrame, meta: TableMeta,
+                     zarr_format: int, where: str) -> dict[str, bytes]:
+    """The table's files as AnnData writes them (into memory), for what
+    ``_anndata_write`` does not encode."""
+    import zarr
+    from zarr.storage import MemoryStore
+
+    try:
+        import anndata as ad
+    except ImportError:  # pragma: no cover
+        raise HcsTableError("writing this AnnData table needs the 'anndata' package", where
+                            ) from None
     var = pd.DataFrame(index=pd.Index([str(c) for c in x_cols], dtype=object))
     adata = ad.AnnData(X=x, obs=obs, var=var)
     store = MemoryStore()

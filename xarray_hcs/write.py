@@ -261,9 +261,9 @@ def write_arrays(target: Store, images: list[ImageSpec], zarr_format: int,
             backend = backend_of(var) if not var.encoding.get("ome_squeezed") else None
             if (isinstance(dest, ChunkWriter) and backend is not None
                     and backend.shape == var.shape and var.nbytes <= _WHOLE_LEVEL_BYTES):
-                # an unmodified stored level: one task writes its document, reads it whole
-                # and writes its chunks (instead of a dask graph of a few tasks per chunk);
-                # its documents are written there, overlapping other levels' pixel work
+                # an unmodified stored level: one task writes its documents, reads it whole
+                # and writes its chunks (not a dask graph of a few tasks per chunk), so the
+                # documents' file creation overlaps other levels' reads and encodes
                 root = os.path.join(str(target.root), path)
                 copies.append((backend, dest, {os.path.join(root, name): buf.to_bytes()
                                                for name, buf in docs.items()}))

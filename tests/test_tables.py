@@ -301,7 +301,7 @@ _values = st.one_of(
                                      max_size=6)),
     st.tuples(st.just("i"), st.lists(st.integers(-2**40, 2**40), min_size=1, max_size=6)),
     st.tuples(st.just("b"), st.lists(st.booleans(), min_size=1, max_size=6)),
-    st.tuples(st.just("s"), st.lists(st.text("abcxyz _-", min_size=1, max_size=5),
+    st.tuples(st.just("s"), st.lists(st.text("abcxyz _-é漢", min_size=1, max_size=5),
                                      min_size=1, max_size=6)),
 )
 

@@ -18,7 +18,13 @@ import xarray as xr
 import zarr
 
 import xarray_hcs
-from xarray_hcs.errors import HcsError, HcsMetadataError, HcsNotFoundError
+from xarray_hcs.errors import (
+    HcsError,
+    HcsMetadataError,
+    HcsNotAPlateError,
+    HcsNotFoundError,
+    HcsPathError,
+)
 
 WRITER = Path(__file__).parent / "_writer_proc.py"
 
@@ -155,3 +161,127 @@ def test_plan_then_fill_from_worker_processes(tmp_path):
         xarray_hcs.write_field(p, fields[0], _img(1, (2, 1, 8, 8)))
     with pytest.raises(HcsNotFoundError, match="not a planned image"):
         xarray_hcs.write_field(p, "Z/9/0", _img())
+
+
+# ------------------------------------------------------------------------ remove_image
+
+
+def _files(p: Path) -> dict[str, bytes]:
+    """Every file of the plate but the lock file (which the lock leaves, empty)."""
+    return {str(f.relative_to(p)): f.read_bytes() for f in sorted(p.rglob("*"))
+            if f.is_file() and f.name != xarray_hcs.ondisk.LOCK_NAME}
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_remove_image_unlists_then_deletes(tmp_path, version):
+    p = tmp_path / "plate.zarr"
+    for row, col, value in (("A", 1, 1), ("A", 1, 2), ("A", 1, 3), ("B", 2, 4)):
+        xarray_hcs.add_image(p, row, col, _img(value), ngff_version=version, levels=2)
+    assert xarray_hcs.remove_image(p, "A", 1, "1") == "A/1/1"
+    dt = _consistent(p)
+    assert dt.hcs.field_paths == ["A/1/0", "A/1/2", "B/2/0"]
+    assert not (p / "A/1/1").exists() and (p / "A/1/2").exists()
+    assert int(dt["A/1/2/0"]["image"].max()) == 3  # the others keep their pixels
+    # the last field of a well: the plate stops listing the well, its rows and columns stay
+    assert xarray_hcs.remove_image(p, "B", "2", "0") == "B/2/0"
+    dt = _consistent(p)
+    assert dt.hcs.wells == ["A/1"] and not (p / "B/2").exists()
+    assert dt.hcs.rows == ["A", "B"] and dt.hcs.columns == ["1", "2"]
+    # the plate takes images again where they were removed
+    assert xarray_hcs.add_image(p, "B", 2, _img(5)) == "B/2/0"
+    assert _consistent(p).hcs.field_paths == ["A/1/0", "A/1/2", "B/2/0"]
+
+
+def test_remove_image_without_deleting_and_in_a_read_plate(fresh_plate):
+    p = fresh_plate("0.5")
+    dt = xr.open_datatree(p, engine="ome-hcs")
+    first = dt.hcs.field_paths[0]
+    row, col, field = first.split("/")
+    assert xarray_hcs.remove_image(p, row, int(col), field, delete=False) == first
+    after = _consistent(p)
+    assert first not in after.hcs.field_paths
+    assert len(after.hcs.field_paths) == len(dt.hcs.field_paths) - 1
+    assert (p / first / "zarr.json").exists()  # unlisted, kept
+
+
+def test_remove_image_bad_input_changes_nothing(tmp_path, fresh_plate):
+    p = fresh_plate("0.5")
+    before = _files(p)
+    with pytest.raises(HcsNotFoundError, match=r"lists no well 'Z/01'"):
+        xarray_hcs.remove_image(p, "Z", 1, "0")
+    with pytest.raises(HcsNotFoundError, match=r"A/01.*lists no field '9'"):
+        xarray_hcs.remove_image(p, "A", 1, "9")
+    for row, col, field in (("A", 1, "../x"), ("A/../..", 1, "0"), ("A", "..", "0"),
+                            ("A", 1, "/etc"), ("A", 1, "")):
+        with pytest.raises(HcsPathError, match="unsafe|absolute|non-empty|component"):
+            xarray_hcs.remove_image(p, row, col, field)
+    assert _files(p) == before
+    empty = tmp_path / "empty.zarr"
+    zarr.open_group(empty, mode="w")
+    with pytest.raises(HcsNotAPlateError, match="no plate"):
+        xarray_hcs.remove_image(empty, "A", 1, "0")
+    assert sorted(f.name for f in empty.iterdir()) == ["zarr.json"]  # no lock file either
+    with pytest.raises(HcsNotAPlateError):
+        xarray_hcs.remove_image(tmp_path / "nothing.zarr", "A", 1, "0")
+    assert not (tmp_path / "nothing.zarr").exists()
+
+
+def _remove(args: tuple[str, str, int, str]) -> str:
+    plate, row, col, field = args
+    return xarray_hcs.remove_image(plate, row, col, field)
+
+
+def test_processes_removing_and_adding_at_once_lose_nothing(tmp_path):
+    """Removers and adders share wells: under the lock no update is lost."""
+    p = tmp_path / "plate.zarr"
+    for w, (row, col) in enumerate((("A", 1), ("A", 2))):
+        for i in range(6):
+            xarray_hcs.add_image(p, row, col, _img(10 * w + i + 1), levels=2)
+    gone = [(str(p), row, col, str(i)) for row, col in (("A", 1), ("A", 2)) for i in (0, 2, 4)]
+    adders = [subprocess.Popen([sys.executable, str(WRITER), str(p), str(w), "4", "A/1",
+                                "A/2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+              for w in (1, 2)]
+    with ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("spawn")) as ex:
+        removed = sorted(ex.map(_remove, gone))
+    for pr in adders:
+        _, err = pr.communicate(timeout=600)
+        assert pr.returncode == 0, err.decode()[-2000:]
+    assert removed == sorted(f"{r}/{c}/{f}" for _, r, c, f in gone)
+    dt = _consistent(p)
+    values = sorted(int(dt[f"{fp}/0"]["image"].values.flat[0]) for fp in dt.hcs.field_paths)
+    kept = sorted(10 * w + i + 1 for w in (0, 1) for i in (1, 3, 5))
+    added = sorted(w * 1000 + i + 1 for w in (1, 2) for i in range(4))
+    assert values == sorted(kept + added)
+
+
+_REMOVER = """
+import sys, xarray_hcs
+plate, fields = sys.argv[1], sys.argv[2:]
+print("ready", flush=True)
+for f in fields:
+    r, c, x = f.split("/")
+    try:
+        xarray_hcs.remove_image(plate, r, c, x)
+    except xarray_hcs.HcsNotFoundError:  # removed by an earlier, killed remover
+        pass
+"""
+
+
+def test_removers_killed_at_random_points_leave_a_consistent_plate(tmp_path):
+    p = tmp_path / "plan.zarr"
+    fields = xarray_hcs.create_plate(p, {"A/1": 30, "B/2": 30}, _img(), levels=2)
+    for i, f in enumerate(fields):
+        xarray_hcs.write_field(p, f, _img(i + 1))
+    rng = random.Random(3)
+    listed = len(fields)
+    for _ in range(10):
+        with subprocess.Popen([sys.executable, "-c", _REMOVER, str(p), *fields],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as pr:
+            assert pr.stdout.readline().strip() == b"ready"  # imported: removing from now
+            time.sleep(rng.uniform(0.0, 0.05))  # in the middle of some removal
+            pr.send_signal(signal.SIGKILL)
+            pr.wait()
+        dt = _consistent(p)  # every listed field is complete
+        assert len(dt.hcs.field_paths) <= listed
+        listed = len(dt.hcs.field_paths)
+    assert listed < len(fields)  # the removers did remove in between the kills

@@ -22,7 +22,7 @@ from .errors import (
     HcsVersionError,
     HcsWarning,
 )
-from .ondisk import add_image, create_plate, write_field
+from .ondisk import add_image, create_plate, remove_image, write_field
 from .open import open_plate
 
 __version__ = "0.1.0.dev0"
@@ -30,6 +30,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "open_plate",
     "add_image",
+    "remove_image",
     "create_plate",
     "write_field",
     "HcsError",

@@ -8,6 +8,10 @@ file + rename). At every moment the plate lists only images whose arrays are com
 writer killed at any point leaves orphan arrays at worst, never a listed image that is
 missing or a torn document.
 
+``remove_image``: under the same lock, the well stops listing the field (the plate stops
+listing the well, if it was its last field) before anything is deleted, so a remover killed
+in between leaves an unlisted orphan group, never a listed image whose arrays are missing.
+
 ``create_plate`` + ``write_field``: every document and every (empty) array is written once,
 up front; then each worker writes the pixels of its own fields. No metadata changes after the
 plan, so workers need no lock and may run anywhere a ``dask.distributed`` cluster runs them.
@@ -29,7 +33,7 @@ from ._xarray_internals import NodeSpec, assemble_tree
 from .edit import column_name, field_nodes, image_levels, plate_with_image
 from .errors import HcsError, HcsMetadataError, HcsNotAPlateError, HcsNotFoundError
 from .metadata import _image_spec, _label_specs
-from .ngff import Plate, decode_attrs, encode_attrs
+from .ngff import Plate, check_relative_path, decode_attrs, encode_attrs
 from .store import PlateStore, group_documents, join_path, run_sync
 from .write import (
     _set_all,
@@ -40,7 +44,7 @@ from .write import (
     write_plate,
 )
 
-__all__ = ["add_image", "create_plate", "write_field", "LOCK_NAME"]
+__all__ = ["add_image", "remove_image", "create_plate", "write_field", "LOCK_NAME"]
 
 #: the lock file, inside the plate (readers ignore it)
 LOCK_NAME = ".xarray-hcs.lock"
@@ -225,6 +229,83 @@ def _publish(target: Store, wpath: str, fpath: str, acq: int | None,
     if declared != new_plate:  # now the well exists: list it
         run_sync(_set_all(target, group_documents(
             "", encode_attrs(new_plate, plate_other, version), zarr_format)))
+
+
+def remove_image(store: Any, row: str, column: Any, field: str, delete: bool = True,
+                 lock: bool = True, timeout: float = 120,
+                 storage_options: dict[str, Any] | None = None) -> str:
+    """Remove field ``field`` of well ``row``/``column`` from the plate at ``store``.
+
+    Safe beside other processes adding and removing images (the lock of :func:`add_image`).
+    The well document stops listing the field first; if it was the well's last field, the
+    plate document stops listing the well instead (the plate's rows and columns stay). Then,
+    with ``delete``, the field's group (arrays, labels, tables) is deleted, and with it the
+    well's group if the well is no longer listed.
+
+    Parameters
+    ----------
+    store
+        Local directory (or zarr Store; non-local stores need ``lock=False``).
+    row, column, field
+        The field to remove; ``column`` as in :func:`add_image` (``3`` finds ``"03"``).
+    delete
+        Delete the removed field's data (default), or only stop listing it.
+    lock, timeout, storage_options
+        As for :func:`add_image`.
+
+    Returns
+    -------
+    str
+        The removed field's path (``"B/03/1"``).
+
+    Raises
+    ------
+    HcsNotAPlateError
+        ``store`` holds no plate.
+    HcsNotFoundError
+        The plate lists no such well, or the well no such field.
+    HcsPathError
+        ``row``, ``column`` or ``field`` is not one safe path component.
+    """
+    target = open_writable(store, storage_options)
+    where = str(store)
+    for what, name in (("row", row), ("column", str(column)), ("field", field)):
+        check_relative_path(name, f"{what} name", where, parts=1)
+    _plate_to_edit(target, where)  # no lock file where there is no plate
+    with _locked(target, lock, timeout):
+        ps, plate_ome, plate_other = _plate_to_edit(target, where)
+        version = plate_ome["version"]
+        plate = Plate.from_dict(plate_ome["plate"], where)
+        wpath = f"{row}/{column_name(plate, column)}"
+        if wpath not in plate.well_paths:
+            raise HcsNotFoundError(f"the plate lists no well {wpath!r}", where)
+        well = _read(ps, wpath, version)
+        images = list((well[0].get("well") or {}).get("images", [])) if well else []
+        kept = [im for im in images if im.get("path") != field]
+        if len(kept) == len(images):
+            raise HcsNotFoundError(f"well {wpath} lists no field {field!r}", ps.where(wpath))
+        zarr_format = ps.zarr_format
+        if kept:
+            new_well = {**well[0], "well": {**well[0]["well"], "images": kept}}
+            run_sync(_set_all(target, group_documents(
+                wpath, encode_attrs(new_well, well[1], version), zarr_format)))
+        else:  # a well lists at least one field: unlist the well instead
+            new_plate = {**plate_ome, "plate": {**plate_ome["plate"], "wells": [
+                w for w in plate_ome["plate"]["wells"] if w["path"] != wpath]}}
+            run_sync(_set_all(target, group_documents(
+                "", encode_attrs(new_plate, plate_other, version), zarr_format)))
+        if delete:
+            run_sync(target.delete_dir(join_path(wpath, field) if kept else wpath))
+    return join_path(wpath, field)
+
+
+def _plate_to_edit(target: Store, where: str) -> tuple[PlateStore, dict[str, Any],
+                                                      dict[str, Any]]:
+    ps = _reader(target)
+    got = _read(ps, "", None) if ps is not None else None
+    if ps is None or got is None or "plate" not in got[0]:
+        raise HcsNotAPlateError("holds no plate to remove images from", where)
+    return ps, got[0], got[1]
 
 
 # ------------------------------------------------------------------------ plan, then fill

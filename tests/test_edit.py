@@ -1,4 +1,5 @@
-"""In-memory edits: .hcs.sel and .hcs.add_image; and the property-based round trip."""
+"""In-memory edits: .hcs.sel, .hcs.add_image and .hcs.remove_image; and the property-based
+round trip."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import xarray as xr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xarray_hcs.errors import HcsMetadataError, HcsSelectionError
+from xarray_hcs.errors import HcsMetadataError, HcsNotFoundError, HcsSelectionError
 
 
 def test_sel_wells_rows_columns(plate):
@@ -48,6 +49,31 @@ def test_sel_bad_input(plate):
         dt.hcs.sel(acquisition=3)
     with pytest.raises(HcsSelectionError, match="level 5"):
         dt.hcs.sel(levels=[5])
+
+
+def test_remove_image_in_memory_then_write(plate, tmp_path):
+    dt = xr.open_datatree(plate, engine="ome-hcs")
+    w = dt.hcs.wells[0]
+    fields = [im["path"] for im in dt[w].attrs["ome"]["well"]["images"]]
+    row, col = w.split("/")
+    one = dt.hcs.remove_image(row, int(col), fields[0])
+    assert f"{w}/{fields[0]}" not in one.hcs.field_paths and fields[0] not in one[w].children
+    assert [im["path"] for im in one[w].attrs["ome"]["well"]["images"]] == fields[1:]
+    assert len(one.hcs.field_paths) == len(dt.hcs.field_paths) - 1
+    assert f"{w}/{fields[0]}" in dt.hcs.field_paths  # the input is untouched
+    gone = one
+    for f in fields[1:]:  # the well's last field takes the well with it
+        gone = gone.hcs.remove_image(row, col, f)
+    assert w not in gone.hcs.wells and gone.hcs.rows == dt.hcs.rows
+    assert gone.hcs.columns == dt.hcs.columns
+    out = tmp_path / "p.zarr"
+    gone.hcs.to_zarr(out)
+    back = xr.open_datatree(out, engine="ome-hcs", validate=True)
+    assert back.hcs.field_paths == gone.hcs.field_paths
+    with pytest.raises(HcsNotFoundError, match=f"lists no field '{fields[0]}'"):
+        one.hcs.remove_image(row, col, fields[0])
+    with pytest.raises(HcsNotFoundError, match="no well 'Q/0?1'"):
+        dt.hcs.remove_image("Q", 1, "0")
 
 
 def _image(ny=24, nx=32, channels=("DAPI", "GFP"), dtype="uint16"):

@@ -115,6 +115,21 @@ class HcsAccessor:
         return select(self._tree, rows=rows, columns=columns, wells=wells, fields=fields,
                       acquisition=acquisition, levels=levels)
 
+    def remove_image(self, row: str, column: Any, field: Any) -> xr.DataTree:
+        """A new tree without one field; the well goes too if it was its last field.
+
+        The plate's rows and columns stay. The tree is unchanged; write the result with
+        :meth:`to_zarr`, or edit a plate on disk with :func:`xarray_hcs.remove_image`.
+
+        Raises
+        ------
+        HcsNotFoundError
+            The tree holds no such well, or the well lists no such field.
+        """
+        from .edit import remove_image
+
+        return remove_image(self._tree, row, column, field)
+
     def add_image(self, row: str, column: Any, image: Any, field: str | None = None,
                   acquisition: int | None = None, acquisition_name: str | None = None,
                   levels: int | None = None, labels: dict[str, Any] | None = None

@@ -17,7 +17,7 @@ import numpy as np
 import xarray as xr
 
 from ._xarray_internals import NodeSpec, assemble_tree, spec_of
-from .errors import HcsMetadataError, HcsPathError, HcsSelectionError
+from .errors import HcsMetadataError, HcsNotFoundError, HcsPathError, HcsSelectionError
 from .ngff import Plate, Well, check_name
 from .tree import resolve_acquisition, select_images, select_wells
 
@@ -41,18 +41,32 @@ def plate_of(tree: xr.DataTree) -> Plate:
 def select(tree: xr.DataTree, rows: Sequence[str] | None = None,
            columns: Sequence[Any] | None = None, wells: Sequence[Any] | None = None,
            fields: Sequence[Any] | None = None, acquisition: int | str | None = None,
-           levels: Sequence[int | str] | None = None) -> xr.DataTree:
-    """A new tree with the selected part of ``tree`` (see ``HcsAccessor.sel``)."""
+           levels: Sequence[int | str] | None = None,
+           without: frozenset[str] = frozenset()) -> xr.DataTree:
+    """A new tree with the selected part of ``tree`` (see ``HcsAccessor.sel``), less the
+    fields whose full paths are in ``without``."""
     from .tree import gc_paused
 
     with gc_paused():  # a rebuild allocates like an open (see gc_paused)
-        return _select(tree, rows, columns, wells, fields, acquisition, levels)
+        return _select(tree, rows, columns, wells, fields, acquisition, levels, without)
+
+
+def remove_image(tree: xr.DataTree, row: str, column: Any, field: Any) -> xr.DataTree:
+    """A new tree without field ``row``/``column``/``field`` (see ``HcsAccessor``)."""
+    plate = plate_of(tree)
+    wpath = f"{row}/{column_name(plate, column)}"
+    if wpath not in plate.well_paths or not _has(tree, wpath):
+        raise HcsNotFoundError(f"the plate holds no well {wpath!r}", "/")
+    listed = [im.get("path") for im in tree[wpath].attrs["ome"]["well"].get("images", [])]
+    if str(field) not in listed:
+        raise HcsNotFoundError(f"well {wpath} lists no field {str(field)!r}", f"/{wpath}")
+    return select(tree, without=frozenset({f"{wpath}/{field}"}))
 
 
 def _select(tree: xr.DataTree, rows: Sequence[str] | None, columns: Sequence[Any] | None,
             wells: Sequence[Any] | None, fields: Sequence[Any] | None,
-            acquisition: int | str | None, levels: Sequence[int | str] | None
-            ) -> xr.DataTree:
+            acquisition: int | str | None, levels: Sequence[int | str] | None,
+            without: frozenset[str] = frozenset()) -> xr.DataTree:
     plate = plate_of(tree)
     present = [w for w in plate.wells
                if w.row in tree.children and w.column in tree[w.row].children]
@@ -82,8 +96,9 @@ def _select(tree: xr.DataTree, rows: Sequence[str] | None, columns: Sequence[Any
             continue
         wnode = tree.children[w.row].children[w.column]
         well = Well.from_dict(wnode.attrs["ome"]["well"], w.path)
-        images = [im for im in select_images(well, acq, field_sel) if im.path in wnode.children]
-        if not images and (field_sel is not None or acq is not None):
+        images = [im for im in select_images(well, acq, field_sel)
+                  if im.path in wnode.children and f"{w.path}/{im.path}" not in without]
+        if not images and (field_sel is not None or acq is not None or without):
             continue
         wspec = spec_of(wnode)
         wspec.attrs = copy.copy(wspec.attrs)
@@ -99,7 +114,7 @@ def _select(tree: xr.DataTree, rows: Sequence[str] | None, columns: Sequence[Any
     pl["wells"] = [w.to_dict() for w in plate.wells if w.path in kept]
     if acq is not None:
         pl["acquisitions"] = [a.to_dict() for a in plate.acquisitions if a.id == acq]
-    if "field_count" in pl and (field_sel is not None or acq is not None):
+    if "field_count" in pl and (field_sel is not None or acq is not None or without):
         pl["field_count"] = max((n for _, n in kept_wells), default=0)
     root.attrs = {**root.attrs, "ome": {**tree.attrs["ome"], "plate": pl}}
     nodes[""] = root

@@ -11,6 +11,7 @@ Timings are never asserted in the test suite; the store-operation counts are (te
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import itertools
@@ -23,7 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -501,6 +502,28 @@ def _settle_deletions() -> None:
     time.sleep(_EXT4_RECENTLY_DELETED_S + 2)
 
 
+@contextlib.contextmanager
+def _new_outputs(quick: bool) -> Iterator[Callable[[], Path]]:
+    """A new path for every timed write, in a folder deleted only when the workload is over.
+
+    On ext4 without a journal (this VM's disk) creating a file or directory scans past every
+    inode deleted in the last minute, so a write right after a mass deletion runs up to 10x
+    slower (see docs/performance.md): no run may delete, and the workload starts by waiting
+    out earlier deletions.
+    """
+    outs = PLATES / "_out"
+    if outs.exists():
+        shutil.rmtree(outs)
+    outs.mkdir()
+    if not quick:
+        _settle_deletions()
+    runs = itertools.count()
+    try:
+        yield lambda: outs / f"{next(runs)}.zarr"
+    finally:
+        shutil.rmtree(outs, ignore_errors=True)
+
+
 def timed(fn: Callable[[], Any], repeat: int) -> float:
     times = []
     for _ in range(repeat):
@@ -622,51 +645,23 @@ def run(only: set[str] | None, quick: bool, repeat: int) -> list[Result]:
     if want("P3"):
         lay = layouts["P3_PLATE"]
         src = plate("P3_PLATE", lay)
-        # Every run writes a new plate, and nothing is deleted until the workload is over:
-        # on ext4 without a journal (this VM's disk) creating a file or directory scans past
-        # every inode deleted in the last minute, so a write right after a mass deletion runs
-        # up to 10x slower (see docs/performance.md). Hence also the quiet minute first.
-        outs = PLATES / "_out"
-        if outs.exists():
-            shutil.rmtree(outs)
-        outs.mkdir()
-        if not quick:
-            _settle_deletions()
-        runs = itertools.count()
-
-        def dst() -> Path:
-            return outs / f"{next(runs)}.zarr"
         w = f"P3 write {lay.rows * lay.columns}x{lay.fields}x{lay.levels} with pixels"
-        try:
+        with _new_outputs(quick) as dst:
             add(w, "plain zarr copy, threads", lambda: raw_copy(src, dst()), baseline=True)
             add(w, "xarray_hcs dt.hcs.to_zarr", lambda: ours_write(src, dst()))
             add(w, "ngff-zarr HCSPlateWriter", lambda: ngff_zarr_write(src, dst()), peer=True,
                 times=1)
             add(w, "ngio create + add_image", lambda: ngio_write(src, dst()), peer=True,
                 times=1)
-        finally:
-            shutil.rmtree(outs, ignore_errors=True)
     if want("P3t"):  # the plate of P4: 384 tiny images, each with a 200-row AnnData table
         lay = layouts["P4_PLATE"]
         src = tables_plate("quick-P4" if quick else "P4", lay, "anndata")
-        outs = PLATES / "_out"
-        if outs.exists():
-            shutil.rmtree(outs)
-        outs.mkdir()
-        if not quick:
-            _settle_deletions()
-        runs = itertools.count()
-
-        def dst_t() -> Path:
-            return outs / f"{next(runs)}.zarr"
         n = lay.rows * lay.columns * lay.fields
         w = f"P3t write {n} small images with a {P4_ROWS}-row table each"
-        try:
-            add(w, "xarray_hcs dt.hcs.to_zarr", lambda: ours_write(src, dst_t()))
+        with _new_outputs(quick) as dst:
+            add(w, "xarray_hcs dt.hcs.to_zarr", lambda: ours_write(src, dst()))
             add(w, "ngio create + add_image + add_table",
-                lambda: ngio_write(src, dst_t(), tables=True), peer=True, times=1)
-        finally:
-            shutil.rmtree(outs, ignore_errors=True)
+                lambda: ngio_write(src, dst(), tables=True), peer=True, times=1)
     if want("P4"):
         lay = layouts["P4_PLATE"]
         n = lay.rows * lay.columns * lay.fields

@@ -285,3 +285,25 @@ def test_removers_killed_at_random_points_leave_a_consistent_plate(tmp_path):
         assert len(dt.hcs.field_paths) <= listed
         listed = len(dt.hcs.field_paths)
     assert listed < len(fields)  # the removers did remove in between the kills
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_edits_of_a_consolidated_plate_drop_its_stale_index(tmp_path, version):
+    """A root's consolidated metadata would go on listing a removed field (read as zeros)
+    and hide an added one: add_image and remove_image drop it first."""
+    p = tmp_path / "plate.zarr"
+    for i in range(3):
+        xarray_hcs.add_image(p, "A", 1, _img(i + 1), ngff_version=version, levels=1)
+    fmt = 2 if version == "0.4" else 3
+    with pytest.warns(UserWarning):  # zarr: the lock file is no zarr node; v3 consolidation
+        zarr.consolidate_metadata(str(p), zarr_format=fmt)
+    xarray_hcs.remove_image(p, "A", 1, "1")
+    assert _consistent(p).hcs.field_paths == ["A/1/0", "A/1/2"]
+    with pytest.warns(UserWarning):
+        zarr.consolidate_metadata(str(p), zarr_format=fmt)
+    xarray_hcs.add_image(p, "A", 1, _img(9))
+    dt = _consistent(p)
+    assert sorted(dt.hcs.field_paths) == ["A/1/0", "A/1/1", "A/1/2"]
+    assert int(dt["A/1/1/0"]["image"].max()) == 9
+    with pytest.raises(HcsNotFoundError, match="no consolidated metadata"):
+        xarray_hcs.open_plate(p, consolidated=True)

@@ -202,10 +202,35 @@ def _levels_of_plate(ps: PlateStore | None, plate: Plate, version: str) -> int |
     return None
 
 
+def _drop_consolidated(target: Store, zarr_format: int) -> None:
+    """Remove the plate's consolidated metadata, before its listing documents change.
+
+    Readers (ours included) trust a root's consolidated index over the documents; edited
+    behind it, it would list a removed field (read as fill values) and hide added ones.
+    Without it, readers read the documents, which are consistent at every step.
+    """
+    import json
+
+    from zarr.core.buffer import default_buffer_prototype
+
+    if zarr_format == 2:
+        if run_sync(target.exists(".zmetadata")):
+            run_sync(target.delete(".zmetadata"))
+        return
+    raw = run_sync(target.get("zarr.json", default_buffer_prototype()))
+    if raw is None:
+        return
+    doc = json.loads(raw.to_bytes())
+    if doc.get("consolidated_metadata") is not None:
+        doc.pop("consolidated_metadata")
+        run_sync(_set_all(target, {"zarr.json": json.dumps(doc, indent=2).encode()}))
+
+
 def _publish(target: Store, wpath: str, fpath: str, acq: int | None,
              acquisition_name: str | None, version: str, zarr_format: int,
              name: str | None) -> None:
     """List the new field: under the lock, from the documents as they are now."""
+    _drop_consolidated(target, zarr_format)
     ps, plate_ome, plate_other, _, _ = _plate_state(target, version, name)
     well = _read(ps, wpath, version) if ps is not None else None
     new_plate, new_well, _, _ = plate_with_image(plate_ome, well[0] if well else None,
@@ -285,6 +310,7 @@ def remove_image(store: Any, row: str, column: Any, field: str, delete: bool = T
         if len(kept) == len(images):
             raise HcsNotFoundError(f"well {wpath} lists no field {field!r}", ps.where(wpath))
         zarr_format = ps.zarr_format
+        _drop_consolidated(target, zarr_format)
         if kept:
             new_well = {**well[0], "well": {**well[0]["well"], "images": kept}}
             run_sync(_set_all(target, group_documents(

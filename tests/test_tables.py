@@ -205,6 +205,22 @@ def test_list_tables_modes(ngio_plate):
         "all") == []
 
 
+def test_list_tables_of_a_kind(ngio_plate):
+    """``kind`` filters by the tables' ``type``, as ngio's ``filter_types`` does."""
+    dt = xr.open_datatree(ngio_plate, engine="ome-hcs")
+    assert set(dt.hcs.list_tables("all", kind="roi_table")) == {f"roi_{be}" for be in BACKENDS}
+    assert set(dt.hcs.list_tables("all", kind=["roi_table", "masking_roi_table"])) == {
+        f"{k}_{be}" for k in ("roi", "masking") for be in BACKENDS}
+    assert set(dt.hcs.list_tables("all", kind="feature_table")) == {
+        "features", *(f"features_{be}" for be in BACKENDS)}
+    assert dt.hcs.list_tables(kind="feature_table") == []  # B/01/0 has none
+    assert dt.hcs.sel(wells=["A/02"]).hcs.list_tables(kind="feature_table") == ["features"]
+    assert dt.hcs.sel(wells=["A/02"]).hcs.list_tables(kind="roi_table") == []
+    assert set(dt.hcs.list_tables(path="", kind="condition_table")) == {
+        "conditions_parquet", "conditions_anndata"}
+    assert dt.hcs.list_tables(path="", kind="nothing_of_the_kind") == []
+
+
 # -------------------------------------------------------------------------- concatenation
 
 

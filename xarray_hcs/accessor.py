@@ -5,6 +5,7 @@ Everything here is xarray in → xarray (or plain Python) out; nothing touches a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
 
@@ -245,7 +246,8 @@ class HcsAccessor:
     # -- tables ----------------------------------------------------------------------------
 
     def list_tables(self, mode: str = "common", acquisition: int | str | None = None,
-                    path: str | None = None) -> list[str]:
+                    path: str | None = None, kind: str | Sequence[str] | None = None
+                    ) -> list[str]:
         """Names of the per-image tables of the plate.
 
         Parameters
@@ -257,6 +259,9 @@ class HcsAccessor:
         path
             Instead, the tables of one node: a field path (``"B/03/0"``), or ``""`` for the
             plate-level tables.
+        kind
+            Only tables of this type or these types (``"roi_table"``,
+            ``["roi_table", "masking_roi_table"]``...).
 
         Returns
         -------
@@ -265,7 +270,7 @@ class HcsAccessor:
         """
         from .plate_tables import list_tables
 
-        return list_tables(self._tree, mode, acquisition, path)
+        return list_tables(self._tree, mode, acquisition, path, kind)
 
     def table(self, path: str, name: str, columns: Any = None) -> pd.DataFrame:
         """One table as a DataFrame, read on first use (then kept).

@@ -92,18 +92,25 @@ def _acq_id(tree: xr.DataTree, acquisition: int | str | None) -> int | None:
 
 
 def list_tables(tree: xr.DataTree, mode: str = "common", acquisition: int | str | None = None,
-                path: str | None = None) -> list[str]:
+                path: str | None = None, kind: str | Sequence[str] | None = None
+                ) -> list[str]:
     """Names of the tables of every field (``"common"``: in all of them; ``"all"``: in any),
-    or of the node at ``path`` (``""`` for plate-level tables)."""
+    or of the node at ``path`` (``""`` for plate-level tables); only those of ``kind``
+    (table types, e.g. ``"feature_table"``) if given."""
+    kinds = None if kind is None else {kind} if isinstance(kind, str) else set(kind)
+
+    def names(node: xr.DataTree) -> list[str]:
+        return [n for n, t in table_nodes(node).items()
+                if kinds is None or _meta(t).type in kinds]
+
     if path is not None:
         node = node_at(tree, path)
         if node is None:
             raise HcsSelectionError("no such node in the tree", f"/{path.strip('/')}")
-        return list(table_nodes(node))
+        return names(node)
     if mode not in ("common", "all"):
         raise ValueError(f"mode must be 'common' or 'all', got {mode!r}")
-    per_field = [list(table_nodes(node))
-                 for *_, node in _fields(tree, _acq_id(tree, acquisition))]
+    per_field = [names(node) for *_, node in _fields(tree, _acq_id(tree, acquisition))]
     if not per_field:
         return []
     ordered = list(dict.fromkeys(n for names in per_field for n in names))

@@ -205,6 +205,28 @@ def test_list_tables_modes(ngio_plate):
         "all") == []
 
 
+def test_remove_table_then_write(ngio_plate, tmp_path):
+    dt = xr.open_datatree(ngio_plate, engine="ome-hcs")
+    names = dt.hcs.list_tables(path="A/01/0")
+    less = dt.hcs.remove_table("A/01/0", "roi_json")
+    assert less.hcs.list_tables(path="A/01/0") == [n for n in names if n != "roi_json"]
+    assert "roi_json" in dt.hcs.list_tables(path="A/01/0")  # the input is untouched
+    plate_less = less.hcs.remove_table("", "conditions_parquet")
+    assert plate_less.hcs.list_tables(path="") == ["conditions_anndata"]
+    out = tmp_path / "p.zarr"
+    plate_less.hcs.to_zarr(out)
+    back = xr.open_datatree(out, engine="ome-hcs")
+    assert back.hcs.list_tables(path="A/01/0") == [n for n in names if n != "roi_json"]
+    assert back.hcs.list_tables(path="") == ["conditions_anndata"]
+    assert not (out / "A/01/0/tables/roi_json").exists()
+    _same(back.hcs.table("A/01/0", "features_parquet"),
+          dt.hcs.table("A/01/0", "features_parquet"))
+    with pytest.raises(HcsSelectionError, match="has no table 'roi_json'"):
+        less.hcs.remove_table("A/01/0", "roi_json")
+    with pytest.raises(HcsSelectionError, match="no such node"):
+        dt.hcs.remove_table("Z/09/0", "features")
+
+
 def test_list_tables_of_a_kind(ngio_plate):
     """``kind`` filters by the tables' ``type``, as ngio's ``filter_types`` does."""
     dt = xr.open_datatree(ngio_plate, engine="ome-hcs")

@@ -370,6 +370,21 @@ class HcsAccessor:
                          index_key=index_key, index_type=index_type, region=region,
                          instance_key=instance_key, overwrite=overwrite)
 
+    def remove_table(self, path: str, name: str) -> xr.DataTree:
+        """A new tree without table ``name`` of the field at ``path`` (``""``: the plate's).
+
+        The ``tables`` group stops listing it; :meth:`to_zarr` then writes the rest. The tree
+        is unchanged.
+
+        Raises
+        ------
+        HcsSelectionError
+            No such node, or the node has no such table.
+        """
+        from .plate_tables import remove_table
+
+        return remove_table(self._tree, path, name)
+
     def roi(self, path: str, name: str, index: Any, level: int | str = 0) -> xr.Dataset:
         """The pixels of one ROI of a ROI table, from one level of the field.
 

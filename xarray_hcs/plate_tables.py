@@ -42,8 +42,8 @@ from .tables import (
     table_for_writing,
 )
 
-__all__ = ["list_tables", "read_table_node", "concat_tables", "add_table", "table_nodes",
-           "roi"]
+__all__ = ["list_tables", "read_table_node", "concat_tables", "add_table", "remove_table",
+           "table_nodes", "roi"]
 
 #: columns ``concat_tables`` adds in front of every table's own
 KEY_COLUMNS = ("row", "column", "field")
@@ -344,6 +344,28 @@ def add_table(tree: xr.DataTree, path: str, name: str, df: pd.DataFrame,
     names = [n for n in tattrs.get(TABLES, []) if n != name] + [name]
     nodes[tpath] = NodeSpec(attrs={**tattrs, TABLES: names})
     nodes[f"{tpath}/{name}"] = NodeSpec(attrs=meta.to_attrs(), encoding={"ome_table": table})
+    return assemble_tree(nodes)
+
+
+def remove_table(tree: xr.DataTree, path: str, name: str) -> xr.DataTree:
+    """A new tree without table ``name`` of the image (or plate, ``path=""``) at ``path``."""
+    path = path.strip("/")
+    node = node_at(tree, path)
+    if node is None:
+        raise HcsSelectionError("no such node in the tree", f"/{path}")
+    tables = table_nodes(node)
+    if name not in tables:
+        raise HcsSelectionError(f"has no table {name!r} (it has: {list(tables) or 'none'})",
+                                node.path)
+    tpath = f"{path}/{TABLES}" if path else TABLES
+    gone = f"{tpath}/{name}"
+    nodes: dict[str, NodeSpec | None] = {}
+    _specs(tree, "", nodes)
+    for p in [p for p in nodes if p == gone or p.startswith(gone + "/")]:
+        del nodes[p]
+    tattrs = dict(node.children[TABLES].attrs)
+    nodes[tpath] = NodeSpec(attrs={**tattrs, TABLES: [n for n in tattrs.get(TABLES, [])
+                                                      if n != name]})
     return assemble_tree(nodes)
 
 

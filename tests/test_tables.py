@@ -511,6 +511,16 @@ def test_add_table_bad_input(plate_v05, tmp_path):
         dt.hcs.add_table(f"{fp}/labels/nuclei", "t", ok)  # a label image
     with pytest.raises(HcsTableError, match="neither numeric nor strings"):
         dt.hcs.add_table(fp, "t", pd.DataFrame({"v": [object(), object()]}), backend="anndata")
+    # AnnData's integer and string columns and its index are zarr nodes: names must be safe
+    for cols, key in (({"a/b": [1, 2]}, "label"), ({"..": ["x", "y"]}, "label"),
+                      ({5: [1, 2]}, "label"), ({"n": [1, 2]}, "../k"),
+                      ({"__n": [1, 2]}, "label")):
+        df = pd.DataFrame(cols, index=pd.Index([1, 2], name=key))
+        with pytest.raises(HcsTableError, match=r"tables/t.*cannot be stored in an AnnData"):
+            dt.hcs.add_table(fp, "t", df, backend="anndata")
+        dt.hcs.add_table(fp, "t", df, backend="parquet")  # a file's columns: any names
+    floats = pd.DataFrame({"a/b": [1.0, 2.0]}, index=pd.Index([1, 2], name="label"))
+    dt.hcs.add_table(fp, "t", floats, backend="anndata")  # X columns are only var names
     two = dt.hcs.add_table(fp, "t", ok)
     with pytest.raises(HcsError, match="exists"):
         two.hcs.add_table(fp, "t", ok)

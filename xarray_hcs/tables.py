@@ -568,7 +568,9 @@ def _anndata_written(x: np.ndarray, x_cols: list[Any], obs: pd.DataFrame, meta: 
 def anndata_columns(flat: pd.DataFrame, columns: list[Any], where: str
                     ) -> tuple[list[Any], list[Any]]:
     """(``obs`` columns, ``X`` columns) as ngio splits a table: floats and booleans in ``X``,
-    integers and strings in ``obs``; anything else cannot be an AnnData table."""
+    integers and strings in ``obs``; anything else cannot be an AnnData table. The ``obs``
+    columns and the index (the column of ``flat`` not in ``columns``) must be names of zarr
+    nodes; ``X`` columns may be anything (AnnData stores them as strings)."""
     obs_cols, x_cols = [], []
     for c in columns:
         s = flat[c]
@@ -580,6 +582,12 @@ def anndata_columns(flat: pd.DataFrame, columns: list[Any], where: str
         else:
             raise HcsTableError(f"column {c!r} ({s.dtype}) is neither numeric nor strings, "
                                 "which AnnData tables cannot hold", where)
+    for c in [*obs_cols, *(c for c in flat.columns if c not in columns)]:
+        if (not isinstance(c, str) or not c or "/" in c or c in (".", "..")
+                or c.startswith("__")):  # zarr v3 reserves "__"
+            raise HcsTableError(f"column name {c!r} cannot be stored in an AnnData table (its "
+                                "integer and string columns and its index need a non-empty "
+                                "string without '/', not '.', '..' or '__...')", where)
     return obs_cols, x_cols
 
 

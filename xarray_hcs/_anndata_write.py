@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["anndata_documents"]
+__all__ = ["anndata_documents", "node_name_ok"]
 
 #: rows per chunk are chosen so that a chunk holds about this many bytes (before compression)
 _CHUNK_BYTES = 4 * 2**20
@@ -48,8 +48,7 @@ def anndata_documents(x: np.ndarray, var_names: list[str], obs: pd.DataFrame,
         return None
     index_key = "_index" if index.name is None else index.name
     names = [index_key, *obs.columns]
-    if not all(isinstance(c, str) and _plain_name(c) for c in names) or len(set(names)) < len(
-            names):
+    if not all(node_name_ok(c) for c in names) or len(set(names)) < len(names):
         return None
     w = _Writer(zarr_format)
     w.group("", {"encoding-type": "anndata", "encoding-version": "0.1.0", **attrs})
@@ -80,10 +79,11 @@ def anndata_documents(x: np.ndarray, var_names: list[str], obs: pd.DataFrame,
     return w.docs
 
 
-def _plain_name(name: str) -> bool:
-    """A name that is one path segment in the store."""
-    return bool(name) and "/" not in name and name not in (".", "..") and not name.startswith(
-        "__")
+def node_name_ok(name: Any) -> bool:
+    """Whether ``name`` can name a zarr node (an ``obs`` column, the index): a non-empty
+    string, one path segment, not ``.`` or ``..``, not zarr v3's reserved ``__`` prefix."""
+    return (isinstance(name, str) and bool(name) and "/" not in name
+            and name not in (".", "..") and not name.startswith("__"))
 
 
 class _Writer:
@@ -151,7 +151,7 @@ class _Writer:
                 "attributes": attrs, "zarr_format": 3, "node_type": "array",
                 "storage_transformers": []})
         if any(n == 0 for n in shape):
-            return  # no chunks: readers see the fill value, of which there is none to see
+            return  # an empty array has no chunks
         sep = "." if self.v2 else "/"
         prefix = "" if self.v2 else "c/"
         trailing = sep.join("0" for _ in shape[1:])

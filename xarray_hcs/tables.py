@@ -582,9 +582,10 @@ def anndata_columns(flat: pd.DataFrame, columns: list[Any], where: str
         else:
             raise HcsTableError(f"column {c!r} ({s.dtype}) is neither numeric nor strings, "
                                 "which AnnData tables cannot hold", where)
+    from ._anndata_write import node_name_ok
+
     for c in [*obs_cols, *(c for c in flat.columns if c not in columns)]:
-        if (not isinstance(c, str) or not c or "/" in c or c in (".", "..")
-                or c.startswith("__")):  # zarr v3 reserves "__"
+        if not node_name_ok(c):
             raise HcsTableError(f"column name {c!r} cannot be stored in an AnnData table (its "
                                 "integer and string columns and its index need a non-empty "
                                 "string without '/', not '.', '..' or '__...')", where)

@@ -202,6 +202,19 @@ def test_remove_image_without_deleting_and_in_a_read_plate(fresh_plate):
     assert first not in after.hcs.field_paths
     assert len(after.hcs.field_paths) == len(dt.hcs.field_paths) - 1
     assert (p / first / "zarr.json").exists()  # unlisted, kept
+    assert after.attrs["ome"]["plate"]["field_count"] == 2  # other wells still hold 2
+
+
+def test_remove_image_keeps_field_count_true(fresh_plate):
+    p = fresh_plate("0.4")
+    dt = xr.open_datatree(p, engine="ome-hcs")
+    assert dt.attrs["ome"]["plate"]["field_count"] == 2
+    for w in dt.hcs.wells:  # every well down to one field: the most any well has is 1
+        row, col = w.split("/")
+        xarray_hcs.remove_image(p, row, col, "1")
+    after = _consistent(p)
+    assert after.attrs["ome"]["plate"]["field_count"] == 1
+    assert after.hcs.field_paths == [f"{w}/0" for w in dt.hcs.wells]
 
 
 def test_remove_image_bad_input_changes_nothing(tmp_path, fresh_plate):

@@ -263,9 +263,10 @@ def remove_image(store: Any, row: str, column: Any, field: str, delete: bool = T
 
     Safe beside other processes adding and removing images (the lock of :func:`add_image`).
     The well document stops listing the field first; if it was the well's last field, the
-    plate document stops listing the well instead (the plate's rows and columns stay). Then,
-    with ``delete``, the field's group (arrays, labels, tables) is deleted, and with it the
-    well's group if the well is no longer listed.
+    plate document stops listing the well instead (the plate's rows and columns stay); a
+    ``field_count`` comes down to the most fields any well still has. Then, with ``delete``,
+    the field's group (arrays, labels, tables) is deleted, and with it the well's group if the
+    well is no longer listed.
 
     Parameters
     ----------
@@ -311,15 +312,22 @@ def remove_image(store: Any, row: str, column: Any, field: str, delete: bool = T
             raise HcsNotFoundError(f"well {wpath} lists no field {field!r}", ps.where(wpath))
         zarr_format = ps.zarr_format
         _drop_consolidated(target, zarr_format)
+        new_plate = dict(plate_ome["plate"])
         if kept:
             new_well = {**well[0], "well": {**well[0]["well"], "images": kept}}
             run_sync(_set_all(target, group_documents(
                 wpath, encode_attrs(new_well, well[1], version), zarr_format)))
         else:  # a well lists at least one field: unlist the well instead
-            new_plate = {**plate_ome, "plate": {**plate_ome["plate"], "wells": [
-                w for w in plate_ome["plate"]["wells"] if w["path"] != wpath]}}
+            new_plate["wells"] = [w for w in new_plate["wells"] if w["path"] != wpath]
+        if "field_count" in new_plate:  # the most fields of any well, which may now be fewer
+            counts = [len(kept)] + [
+                len(((_read(ps, w.path, version) or ({},))[0].get("well") or {}).get(
+                    "images", [])) for w in plate.wells if w.path != wpath]
+            new_plate["field_count"] = max(counts)
+        if new_plate != plate_ome["plate"]:
             run_sync(_set_all(target, group_documents(
-                "", encode_attrs(new_plate, plate_other, version), zarr_format)))
+                "", encode_attrs({**plate_ome, "plate": new_plate}, plate_other, version),
+                zarr_format)))
         if delete:
             run_sync(target.delete_dir(join_path(wpath, field) if kept else wpath))
     return join_path(wpath, field)

@@ -128,9 +128,8 @@ async def _read(node: xr.DataTree, columns: tuple[str, ...] | None = None) -> pd
     return await held_rows(node.encoding.get("ome_table"), _meta(node), node.path, columns)
 
 
-def read_table_node(tree: xr.DataTree, path: str, name: str,
-                    columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """The table ``name`` of the image (or plate, ``path=""``) at ``path``."""
+def _table_node(tree: xr.DataTree, path: str, name: str) -> tuple[xr.DataTree, xr.DataTree]:
+    """(the node at ``path``, its table ``name``), or an HcsSelectionError naming what lacks."""
     node = node_at(tree, path)
     if node is None:
         raise HcsSelectionError("no such node in the tree", f"/{path.strip('/')}")
@@ -138,7 +137,13 @@ def read_table_node(tree: xr.DataTree, path: str, name: str,
     if name not in tables:
         raise HcsSelectionError(f"has no table {name!r} (it has: {list(tables) or 'none'})",
                                 node.path)
-    return run_sync(_read(tables[name], _columns(columns)))
+    return node, tables[name]
+
+
+def read_table_node(tree: xr.DataTree, path: str, name: str,
+                    columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The table ``name`` of the image (or plate, ``path=""``) at ``path``."""
+    return run_sync(_read(_table_node(tree, path, name)[1], _columns(columns)))
 
 
 def _columns(columns: Sequence[str] | str | None) -> tuple[str, ...] | None:
@@ -350,13 +355,7 @@ def add_table(tree: xr.DataTree, path: str, name: str, df: pd.DataFrame,
 def remove_table(tree: xr.DataTree, path: str, name: str) -> xr.DataTree:
     """A new tree without table ``name`` of the image (or plate, ``path=""``) at ``path``."""
     path = path.strip("/")
-    node = node_at(tree, path)
-    if node is None:
-        raise HcsSelectionError("no such node in the tree", f"/{path}")
-    tables = table_nodes(node)
-    if name not in tables:
-        raise HcsSelectionError(f"has no table {name!r} (it has: {list(tables) or 'none'})",
-                                node.path)
+    node, _ = _table_node(tree, path, name)
     tpath = f"{path}/{TABLES}" if path else TABLES
     gone = f"{tpath}/{name}"
     nodes: dict[str, NodeSpec | None] = {}

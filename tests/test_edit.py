@@ -76,6 +76,32 @@ def test_remove_image_in_memory_then_write(plate, tmp_path):
         dt.hcs.remove_image("Q", 1, "0")
 
 
+def test_an_opened_field_added_elsewhere_keeps_its_z_spacing_on_every_level(plate, tmp_path):
+    """A level read from a plate has one z plane whose 2 µm spacing only its index knows:
+    every level of the new field keeps it (a pyramid whose z scale went from 2 to 1 is not
+    valid multiscales metadata)."""
+    import xarray_hcs
+
+    dt = xr.open_datatree(plate, engine="ome-hcs")
+    fp = dt.hcs.field_paths[0]
+    img = dt[f"{fp}/0"]["image"]
+    z = dt[fp].attrs["ome"]["multiscales"][0]["axes"]
+    iz = [a["name"] for a in z].index("z")
+    assert img.sizes["z"] == 1
+    written = {
+        "in memory": (lambda p: dt.hcs.add_image("H", 12, img, levels=2).hcs.to_zarr(p)),
+        "on disk": (lambda p: xarray_hcs.add_image(p, "H", 12, img, levels=2)),
+        "planned": (lambda p: xarray_hcs.create_plate(p, ["H/12"], img, levels=2)),
+    }
+    for how, write in written.items():
+        out = tmp_path / f"{how.replace(' ', '_')}.zarr"
+        write(out)
+        back = xr.open_datatree(out, engine="ome-hcs", validate=True)
+        new = [f for f in back.hcs.field_paths if f.startswith("H/12/")][0]
+        ds = back[new].attrs["ome"]["multiscales"][0]["datasets"]
+        assert [d["coordinateTransformations"][0]["scale"][iz] for d in ds] == [2.0, 2.0], how
+
+
 def _image(ny=24, nx=32, channels=("DAPI", "GFP"), dtype="uint16"):
     data = (np.arange(len(channels) * ny * nx) % 1000).astype(dtype).reshape(
         len(channels), 1, ny, nx)

@@ -218,6 +218,11 @@ def _spacing(image: xr.DataArray, dim: str) -> tuple[float, float, str | None]:
         return 1.0, 0.0, None
     v = np.asarray(image.coords[dim].values, dtype=np.float64)
     unit = image.coords[dim].attrs.get("units")
+    index = image.xindexes.get(dim)
+    tr = getattr(index, "transform", None)
+    if tr is not None and hasattr(tr, "step") and hasattr(tr, "start"):
+        # a RangeIndex (an opened plate's coordinates) knows its step, even for one pixel
+        return float(tr.step), float(tr.start), unit
     if len(v) < 2:
         return 1.0, float(v[0]) if len(v) else 0.0, unit
     d = np.diff(v)
@@ -272,15 +277,22 @@ def image_levels(image: Any, levels: int | None, *, label: bool = False,
             ax["unit"] = unit
         axes.append(ax)
     datasets = []
+    first: tuple[list[float], list[float]] = ([], [])
     for i, lv in enumerate(pyramid):
         scale, trans = [], []
-        for d in dims:
+        for k, d in enumerate(dims):
             if d == "c":
                 s, t = 1.0, 0.0
+            elif i and d not in ("y", "x"):
+                # not downsampled: level 0's, which a one-pixel coordinate (z of a 2-D
+                # image) may know only from its index, lost by coarsen
+                s, t = first[0][k], first[1][k]
             else:
                 s, t, _ = _spacing(lv, d)
             scale.append(s)
             trans.append(t)
+        if not i:
+            first = (scale, trans)
         cts: list[dict[str, Any]] = [{"type": "scale", "scale": scale}]
         if any(trans):
             cts.append({"type": "translation", "translation": trans})

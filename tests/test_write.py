@@ -131,6 +131,10 @@ def test_compute_false_returns_delayed_and_writes_plate_last(plate, tmp_path):
     delayed = dt.hcs.to_zarr(out, compute=False)
     root_doc = out / ("zarr.json" if dt.hcs.version == "0.5" else ".zattrs")
     assert not root_doc.exists()  # nothing claims to be a plate before the pixels are in
+    # the arrays' metadata is written now, as xarray's to_zarr(compute=False) does
+    level0 = out / dt.hcs.field_paths[0] / "0"
+    assert (level0 / ("zarr.json" if dt.hcs.version == "0.5" else ".zarray")).exists()
+    assert not any(p.name not in ("zarr.json", ".zarray", ".zattrs") for p in level0.iterdir())
     delayed.compute()
     assert root_doc.exists()
     xr.testing.assert_identical(dt, xr.open_datatree(out, engine="ome-hcs"))

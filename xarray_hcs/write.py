@@ -172,7 +172,8 @@ def write_plate(tree: xr.DataTree, store: Any, ngff_version: str | None = None,
                 str(store))
         run_sync(_clear(target))
     with gc_paused():
-        stored = write_arrays(target, list(spec.images()), zarr_format, chunks, pixels)
+        stored = write_arrays(target, list(spec.images()), zarr_format, chunks, pixels,
+                              defer_documents=compute)
     return _run(stored, lambda: write_groups(target, spec, version, zarr_format), compute,
                 progress)
 
@@ -236,11 +237,14 @@ def _run(stored: Any, then: Any, compute: bool, progress: bool) -> Any:
 
 
 def write_arrays(target: Store, images: list[ImageSpec], zarr_format: int,
-                 chunks: dict[str, int] | None, pixels: bool = True) -> Any:
+                 chunks: dict[str, int] | None, pixels: bool = True,
+                 defer_documents: bool = True) -> Any:
     """Create the level arrays of ``images`` and return the lazy pixel writes.
 
-    Array documents are written now, except those of unmodified stored levels copied to a
-    local store: each of those is written by its level's copy task, just before its chunks.
+    Array documents are written now, except, with ``defer_documents``, those of unmodified
+    stored levels copied to a local store: each of those is written by its level's copy
+    task, just before its chunks (``to_zarr(compute=False)`` writes them all now, as
+    xarray's ``to_zarr`` writes metadata before the delayed pixels).
     """
     import dask.array as da
 
@@ -265,8 +269,13 @@ def write_arrays(target: Store, images: list[ImageSpec], zarr_format: int,
                 # and writes its chunks (not a dask graph of a few tasks per chunk), so the
                 # documents' file creation overlaps other levels' reads and encodes
                 root = os.path.join(str(target.root), path)
-                copies.append((backend, dest, {os.path.join(root, name): buf.to_bytes()
-                                               for name, buf in docs.items()}))
+                if defer_documents:
+                    copies.append((backend, dest, {os.path.join(root, name): buf.to_bytes()
+                                                   for name, buf in docs.items()}))
+                    continue
+                copies.append((backend, dest, {}))
+                for name, buf in docs.items():
+                    array_docs[join_path(path, name)] = buf
                 continue
             for name, buf in docs.items():
                 array_docs[join_path(path, name)] = buf

@@ -263,23 +263,21 @@ def write_arrays(target: Store, images: list[ImageSpec], zarr_format: int,
             docs = templates.documents(meta)
             dest = _target(target, meta, path, zarr_format) if pixels else None
             backend = backend_of(var) if not var.encoding.get("ome_squeezed") else None
-            if (isinstance(dest, ChunkWriter) and backend is not None
-                    and backend.shape == var.shape and var.nbytes <= _WHOLE_LEVEL_BYTES):
-                # an unmodified stored level: one task writes its documents, reads it whole
-                # and writes its chunks (not a dask graph of a few tasks per chunk), so the
-                # documents' file creation overlaps other levels' reads and encodes
+            # an unmodified stored level: one task reads it whole and writes its chunks (not a
+            # dask graph of a few tasks per chunk); deferred, it writes the level's documents
+            # too, so their file creation overlaps other levels' reads and encodes
+            whole = (isinstance(dest, ChunkWriter) and backend is not None
+                     and backend.shape == var.shape and var.nbytes <= _WHOLE_LEVEL_BYTES)
+            if whole and defer_documents:
                 root = os.path.join(str(target.root), path)
-                if defer_documents:
-                    copies.append((backend, dest, {os.path.join(root, name): buf.to_bytes()
-                                                   for name, buf in docs.items()}))
-                    continue
-                copies.append((backend, dest, {}))
-                for name, buf in docs.items():
-                    array_docs[join_path(path, name)] = buf
+                copies.append((backend, dest, {os.path.join(root, name): buf.to_bytes()
+                                               for name, buf in docs.items()}))
                 continue
             for name, buf in docs.items():
                 array_docs[join_path(path, name)] = buf
-            if dest is not None:
+            if whole:
+                copies.append((backend, dest, {}))
+            elif dest is not None:
                 targets.append(dest)
                 sources.append(_source(lv, c))
     run_sync(_set_all(target, array_docs))

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .store import group_documents
+
 __all__ = ["anndata_documents", "node_name_ok"]
 
 #: rows per chunk are chosen so that a chunk holds about this many bytes (before compression)
@@ -103,12 +105,8 @@ class _Writer:
         self.docs[key] = json.dumps(doc, indent=2).encode()
 
     def group(self, path: str, attrs: dict[str, Any]) -> None:
-        if self.v2:
-            self._put(path, ".zgroup", {"zarr_format": 2})
-            self._put(path, ".zattrs", attrs)
-        else:
-            self._put(path, "zarr.json", {"attributes": attrs, "zarr_format": 3,
-                                          "node_type": "group"})
+        # as every table group is written (its attributes may hold NaN, as zarr allows)
+        self.docs.update(group_documents(path, attrs, 2 if self.v2 else 3, allow_nan=True))
 
     def array(self, path: str, values: np.ndarray, attrs: dict[str, Any]) -> None:
         values = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))

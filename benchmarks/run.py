@@ -381,7 +381,6 @@ def ngio_write(src: Path, dst: Path, tables: bool = False) -> None:
                                      overwrite=True)
     # ngio 1.1's AnnData writer cannot write pandas 3's Arrow strings (tests/test_tables.py)
     with pd.option_context("future.infer_string", False):
-        frames = [_feature_table(i) for i in range(len(_fields(src)))] if tables else []
         for i, (fp, levels) in enumerate(_fields(src)):
             r, c, f = fp.split("/")
             plate_.add_image(r, c, image_path=f)
@@ -393,7 +392,7 @@ def ngio_write(src: Path, dst: Path, tables: bool = False) -> None:
                 # "dask", was 15-30 % slower on this plate)
                 consolidation_mode="auto")
             if tables:
-                img.add_table("features", FeatureTable(frames[i]), backend="anndata")
+                img.add_table("features", FeatureTable(_feature_table(i)), backend="anndata")
 
 
 # ----------------------------------------------------------------------------- tables (P4)

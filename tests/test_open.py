@@ -144,7 +144,12 @@ def test_select_levels_by_path(plate):
     dt = xr.open_datatree(plate, engine="ome-hcs", levels=["1"], labels=["nuclei"])
     fp = dt.hcs.field_paths[0]
     assert set(dt[fp].children) == {"1", "labels"}
-    assert set(dt[fp + "/labels/nuclei"].children) == {"0", "1"}  # labels keep their levels
+    # a label with as many levels as its image keeps the same ones: the two stay level for
+    # level (a written plate is valid: ome-zarr-models wants equal level counts)
+    assert set(dt[fp + "/labels/nuclei"].children) == {"1"}
+    assert [d["path"] for d in dt[fp + "/labels/nuclei"].attrs["ome"]["multiscales"][0][
+        "datasets"]] == ["1"]
+    assert dt[fp + "/labels/nuclei/1"]["labels"].shape[-2:] == dt[fp + "/1"]["image"].shape[-2:]
 
 
 def test_select_acquisition(plate):

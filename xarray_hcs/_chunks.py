@@ -19,20 +19,67 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ChunkReader", "ChunkWriter", "write_file"]
+__all__ = ["ChunkReader", "ChunkWriter", "parse_fill_value", "write_file"]
 
 _V3_COMPRESSORS = {"zstd", "blosc", "gzip"}
 _V2_COMPRESSORS = {"zstd", "blosc", "gzip", "zlib", "lz4", "bz2", "lzma"}
 
 
-def _fill(value: Any, dtype: np.dtype) -> Any:
-    """The fill value as a scalar of ``dtype`` (plain numbers only; else None)."""
-    if isinstance(value, bool | int | float) and not isinstance(value, str):
-        try:
-            return np.asarray(value, dtype=dtype.newbyteorder("="))[()]
-        except (TypeError, ValueError, OverflowError):
-            return None
-    return None
+_SPECIAL_FLOATS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+def parse_fill_value(value: Any, dtype: np.dtype, zarr_format: int) -> Any:
+    """The fill value of a zarr document as a numpy scalar of ``dtype``.
+
+    ``None`` when the document states none (v2 ``null``) or one of a kind not read here
+    (strings, structured types); raises ``ValueError`` when the value cannot be one of
+    ``dtype`` (a fraction for an integer type, a number out of range, text for a number):
+    such an array would read as garbage wherever a chunk is missing.
+    """
+    if value is None or dtype.kind not in "biufc":
+        return None
+    native = dtype.newbyteorder("=")
+    if isinstance(value, str):
+        if value in _SPECIAL_FLOATS and dtype.kind in "fc":
+            return native.type(_SPECIAL_FLOATS[value])
+        if zarr_format == 3 and value.startswith("0x") and dtype.kind == "f":
+            # the value's bit pattern, big-endian (zarr v3 spec, floating-point fill values)
+            try:
+                bits = int(value, 16).to_bytes(dtype.itemsize, "big")
+            except (ValueError, OverflowError):
+                raise ValueError(f"fill value {value!r} is not a {dtype} bit pattern") from None
+            return np.frombuffer(bits, dtype=native.newbyteorder(">"))[0].astype(native)
+        raise ValueError(f"fill value {value!r} is not a {dtype} number")
+    if isinstance(value, list) and dtype.kind == "c" and len(value) == 2:
+        parts = [parse_fill_value(v, np.dtype(f"f{dtype.itemsize // 2}"), zarr_format)
+                 for v in value]
+        return native.type(complex(float(parts[0]), float(parts[1])))
+    if isinstance(value, bool):
+        if dtype.kind != "b" and zarr_format == 3:
+            raise ValueError(f"fill value {value!r} is not a {dtype} number")
+        return native.type(value)
+    if not isinstance(value, int | float):
+        raise ValueError(f"fill value {value!r} is not a {dtype} number")
+    if dtype.kind in "iub":
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"fill value {value!r} is not an integer ({dtype})")
+        info = np.iinfo(native) if dtype.kind != "b" else None
+        if info is not None and not info.min <= int(value) <= info.max:
+            raise ValueError(f"fill value {value!r} is out of range for {dtype}")
+        return native.type(int(value))
+    with np.errstate(over="ignore"):
+        out = native.type(value)
+    if np.isinf(out) and not np.isinf(value):
+        raise ValueError(f"fill value {value!r} is out of range for {dtype}")
+    return out
+
+
+def _fill(value: Any, dtype: np.dtype, zarr_format: int = 3) -> Any:
+    """The fill value as a scalar of ``dtype``, or None (unknown or bad: leave it to zarr)."""
+    try:
+        return parse_fill_value(value, dtype, zarr_format)
+    except ValueError:
+        return None
 
 
 def _codec(config: dict[str, Any]) -> Any | None:
@@ -126,7 +173,7 @@ class ChunkReader:
         prefix = "c" + sep if kenc.get("name", "default") == "default" else ""
         chunks = tuple(doc["chunk_grid"]["configuration"]["chunk_shape"])
         return cls(directory, tuple(doc["shape"]), chunks, dtype, decoders[::-1], prefix, sep,
-                   False, _fill(doc.get("fill_value"), dtype))
+                   False, _fill(doc.get("fill_value"), dtype, 3))
 
     @classmethod
     def _v2(cls, directory: str, doc: dict[str, Any]) -> ChunkReader | None:
@@ -148,7 +195,7 @@ class ChunkReader:
             decoders.append(codec)
         sep = doc.get("dimension_separator") or "."
         return cls(directory, tuple(doc["shape"]), tuple(doc["chunks"]), dtype, decoders, "",
-                   sep, True, _fill(doc.get("fill_value"), dtype))
+                   sep, True, _fill(doc.get("fill_value"), dtype, 2))
 
     def _chunk(self, idx: tuple[int, ...]) -> np.ndarray | None:
         path = self.chunk_path(idx)
@@ -198,6 +245,14 @@ class ChunkReader:
         return out[tuple(0 if s else slice(None) for s in squeeze)]
 
 
+def holds_only(block: np.ndarray, fill: Any) -> bool:
+    """True if every element of ``block`` is ``fill`` (NaN matches NaN): a chunk zarr need
+    not store, since a missing chunk reads as the fill value."""
+    if isinstance(fill, float | np.floating) and np.isnan(fill):
+        return bool(np.isnan(block).all())
+    return not np.any(block != fill)
+
+
 class ChunkWriter:
     """Writes chunk-aligned blocks of one array straight to chunk files, as zarr would.
 
@@ -243,7 +298,7 @@ class ChunkWriter:
                 full[tuple(slice(0, s) for s in block.shape)] = block
                 block = full
             path = r.chunk_path(idx)
-            if not np.any(block != r.fill):
+            if holds_only(block, r.fill):
                 if os.path.exists(path):
                     os.remove(path)
                 continue

@@ -103,7 +103,8 @@ class HcsAccessor:
         acquisition
             Keep the fields of this acquisition (id or name), and only its plate entry.
         levels
-            Level indices or paths to keep in every field (labels keep theirs).
+            Level indices or paths to keep in every field; a label image with as many
+            levels as its field keeps the same ones (else all of its own).
 
         Notes
         -----
@@ -168,9 +169,13 @@ class HcsAccessor:
 
     # -- plate-wide arrays -------------------------------------------------------------------
 
-    def stack(self, level: int | str = 0, variable: str = "image", pad: bool = False
-              ) -> xr.DataArray:
+    def stack(self, level: int | str = 0, variable: str = "image", pad: bool = False,
+              channels: str = "exact") -> xr.DataArray:
         """Every field of one level as one lazy array ``(well, field, <image dims>)``.
+
+        The same array and coordinates however the tree was opened (lazily, with
+        ``chunks=``, with :func:`~xarray_hcs.open_plate`), after pixels were read, after a
+        ``sel``, and for arrays computed or edited in the tree.
 
         Parameters
         ----------
@@ -180,7 +185,12 @@ class HcsAccessor:
             ``"image"``.
         pad
             Stack fields of different shapes by padding the smaller ones at the end of each
-            axis with the fill value; ``<dim>_size`` coordinates give each field's extent.
+            axis with their fill value; ``<dim>_size`` coordinates give each field's extent.
+        channels
+            Fields whose channel labels differ: ``"exact"`` (default) refuses them;
+            ``"union"`` aligns them by label: the channels are the union of all labels, a
+            channel a field lacks reads as the fill value and ``channel_present``
+            ``(well, field, c)`` is False there.
 
         Returns
         -------
@@ -190,21 +200,29 @@ class HcsAccessor:
             ``(well, field)`` (wells with fewer fields are filled with the fill value where
             ``present`` is False); the image's physical coordinates, shared when all fields
             sit on one grid, else relative with ``<dim>_origin`` per field; channel labels.
-            Nothing is read: it is lazy, and ``.chunk()`` gives one dask layer.
+            Nothing is read: it is lazy; a dask array of one layer if the tree's arrays are
+            dask arrays, else ``.chunk()`` gives one.
 
         Raises
         ------
         HcsMetadataError
-            Fields differ in shape (without ``pad``) or dtype at this level (the message
-            lists them).
+            Fields differ in axes, dtype, shape (without ``pad``), channel labels (without
+            ``channels="union"``) or pixel size at this level (the message lists them).
+
+        Examples
+        --------
+        >>> st = dt.hcs.stack(level=-1)                           # doctest: +SKIP
+        >>> st.mean(["z", "y", "x"]).where(st.present).mean("field")  # doctest: +SKIP
         """
         from .stack import stack_tree
 
-        ds = stack_tree(self._tree, self.field_paths, self.wells, level, variable, pad=pad)
+        ds = stack_tree(self._tree, self.field_paths, self.wells, level, variable, pad=pad,
+                        channels=channels)  # type: ignore[arg-type]
         return ds[variable]
 
     def map_fields(self, func: Any, level: int | str = 0, variable: str | None = "image",
-                   load: bool = True, compute: bool = True, **kwargs: Any) -> Any:
+                   load: bool = True, compute: bool = True, channels: str = "exact",
+                   **kwargs: Any) -> Any:
         """Apply ``func`` to every field, in parallel with dask, and collect the results.
 
         Parameters
@@ -221,6 +239,11 @@ class HcsAccessor:
             lazily.
         compute
             False returns a ``dask.delayed`` of the collected result.
+        channels
+            Results labelled along a dimension (a ``c`` coordinate) whose labels differ
+            between fields: ``"exact"`` (default) refuses them, ``"union"`` aligns them by
+            label (NaN where a field has no such channel; ``channel_present`` marks them),
+            as :meth:`stack` does.
         **kwargs
             Passed to ``func``.
 
@@ -229,8 +252,10 @@ class HcsAccessor:
         xarray.Dataset or pandas.DataFrame
             Numbers, arrays, DataArrays, dicts of them or Datasets: one Dataset with dims
             ``(well, field, <the result's dims>)``, coordinates ``well``, ``row``, ``column``,
-            ``field``, ``field_path`` and ``present`` (absent fields are NaN), like
-            :meth:`stack`. DataFrames: one DataFrame with ``row``, ``column``, ``field`` in
+            ``field``, ``field_path``, ``acquisition`` and ``present`` (absent fields are
+            NaN), like :meth:`stack`; results with coordinates keep them under the stacked
+            view's rules (labels that agree; positions shared or relative to each field's
+            ``<dim>_origin``). DataFrames: one DataFrame with ``row``, ``column``, ``field`` in
             front, indexed ``{row}_{column}_{field}_{index}``, like :meth:`concat_tables`.
 
         Examples
@@ -241,7 +266,7 @@ class HcsAccessor:
         from .mapping import map_fields
 
         return map_fields(self._tree, func, level=level, variable=variable, load=load,
-                          compute=compute, **kwargs)
+                          compute=compute, channels=channels, **kwargs)
 
     # -- tables ----------------------------------------------------------------------------
 
@@ -523,6 +548,9 @@ class HcsAccessor:
 
 
 def _summary(tree: xr.DataTree, acc: HcsAccessor) -> str:
+    from ._xarray_internals import node_coord
+    from .metadata import node_at
+
     plate = acc.plate
     wells = acc.wells
     fields = acc.field_paths
@@ -544,16 +572,32 @@ def _summary(tree: xr.DataTree, acc: HcsAccessor) -> str:
         lines.append(f"  acquisitions: {acqs}")
     if fields:
         node = tree[fields[0]]
-        levels = [c for c in node.children if c not in ("labels", "tables")]
+        datasets = (node.attrs.get("ome", {}).get("multiscales") or [{}])[0].get("datasets", [])
+        levels = [d.get("path") for d in datasets if isinstance(d, dict)]
         lines.append(f"  levels:       {len(levels)} (first field {fields[0]})")
         for name in levels:
-            lv = node[name]
-            for vname, var in lv.data_vars.items():  # type: ignore[union-attr]
+            lv = node_at(node, name) if isinstance(name, str) else None
+            for vname, var in (lv.data_vars.items() if lv is not None else ()):
                 dims = ", ".join(f"{d}: {n}" for d, n in zip(var.dims, var.shape, strict=True))
                 lines.append(f"    {name:>6}  {vname} ({dims}) {var.dtype}")
-        for coord in node.coords.values():  # type: ignore[union-attr]
-            if coord.dtype == object:
-                lines.append(f"  channels:     {', '.join(map(str, coord.values))}")
+        axes = (node.attrs.get("ome", {}).get("multiscales") or [{}])[0].get("axes", [])
+        chan = [a.get("name") for a in axes if isinstance(a, dict) and (
+            a.get("type") == "channel" or str(a.get("name")).lower() == "c")][:1]
+        sets: dict[tuple[str, ...], int] = {}
+        for fp in fields:  # every field's channel labels, compared: they may differ
+            f = node_at(tree, fp)
+            found = node_coord(f, chan[0]) if chan and f is not None else None
+            labels = tuple(map(str, found[0].values)) if found is not None else ()
+            sets[labels] = sets.get(labels, 0) + 1
+        if len(sets) == 1:
+            only = next(iter(sets))
+            if only:
+                lines.append(f"  channels:     {', '.join(only)}")
+        else:
+            lines.append(f"  channels:     {len(sets)} different sets (stack with "
+                         "channels='union' to align them)")
+            for labels, n in sets.items():
+                lines.append(f"    {n:>6}  fields: {', '.join(labels) or '(none)'}")
         if "labels" in node.children:
             lines.append("  labels:       " + ", ".join(node["labels"].children))  # type: ignore
     from .plate_tables import _fields, list_tables, table_nodes

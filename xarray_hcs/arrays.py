@@ -23,7 +23,7 @@ from xarray.core import indexing
 from ._chunks import ChunkReader
 from .store import ArrayInfo, PlateStore
 
-__all__ = ["ZarrLevelArray", "dask_array"]
+__all__ = ["ZarrLevelArray", "dask_array", "dask_chunked"]
 
 
 class ZarrLevelArray(BackendArray):
@@ -87,11 +87,12 @@ class ZarrLevelArray(BackendArray):
 
 
 class _DaskSource:
-    """What dask's ``from_array`` slices: plain tuples of slices straight into zarr."""
+    """What a dask task slices: plain tuples of slices into a lazy array of ours (a field
+    level, or a stack of them), read in the task's own thread where it can be."""
 
     __slots__ = ("backend", "shape", "dtype", "ndim")
 
-    def __init__(self, backend: ZarrLevelArray) -> None:
+    def __init__(self, backend: Any) -> None:
         self.backend = backend
         self.shape = backend.shape
         self.dtype = backend.dtype
@@ -99,7 +100,7 @@ class _DaskSource:
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
         out = self.backend.read_inline(key)
-        return out if out is not None else np.asarray(self.backend.array[key])
+        return out if out is not None else np.asarray(self.backend._getitem(key))
 
 
 def _read_chunk(source: _DaskSource, key: tuple[slice, ...]) -> np.ndarray:
@@ -118,12 +119,27 @@ def _chunk_plan(shape: tuple[int, ...], chunks: tuple[tuple[int, ...], ...]
                  for combo in itertools.product(*bounds))
 
 
+def _graph_array(backend: Any, name: str, norm: tuple[tuple[int, ...], ...]) -> Any:
+    """One graph layer of read tasks, built directly (no ``from_array`` machinery): at
+    plate scale there are tens of thousands of arrays and this is on the open path."""
+    from dask.array.core import Array
+    from dask.highlevelgraph import HighLevelGraph
+
+    source = _DaskSource(backend)
+    layer = {(name, *idx): (_read_chunk, source, key)
+             for idx, key in _chunk_plan(backend.shape, norm)}
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=())
+    return Array(graph, name, norm, meta=_meta(backend.dtype, len(backend.shape)))
+
+
+def _name(name_token: str, label: str) -> str:
+    digest = hashlib.blake2b(name_token.encode(), digest_size=10).hexdigest()
+    return f"ome-hcs-{label}-{digest}" if label else f"ome-hcs-{digest}"
+
+
 def dask_array(backend: ZarrLevelArray, name_token: str, chunks: Any = None,
                label: str = "") -> Any:
     """A dask array over ``backend`` on the zarr chunks (or shards), named without hashing data.
-
-    Built directly as one graph layer (no ``from_array`` machinery): at plate scale there
-    are tens of thousands of arrays and this is on the open path.
 
     Parameters
     ----------
@@ -139,20 +155,22 @@ def dask_array(backend: ZarrLevelArray, name_token: str, chunks: Any = None,
     label
         Readable part of the name (the node path).
     """
-    from dask.array.core import Array, normalize_chunks
-    from dask.highlevelgraph import HighLevelGraph
+    from dask.array.core import normalize_chunks
 
     shape = backend.shape
     if chunks is None or chunks == {}:
         norm = _stored_chunks(shape, backend.info.chunks)
     else:
         norm = normalize_chunks(chunks, shape=shape, dtype=backend.dtype)
-    digest = hashlib.blake2b(name_token.encode(), digest_size=10).hexdigest()
-    name = f"ome-hcs-{label}-{digest}" if label else f"ome-hcs-{digest}"
-    source = _DaskSource(backend)
-    layer = {(name, *idx): (_read_chunk, source, key) for idx, key in _chunk_plan(shape, norm)}
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=())
-    return Array(graph, name, norm, meta=_meta(backend.dtype, len(shape)))
+    return _graph_array(backend, _name(name_token, label), norm)
+
+
+def dask_chunked(backend: Any, name_token: str, chunks: tuple[int, ...], label: str = ""
+                 ) -> Any:
+    """A one-layer dask array over any of our lazy arrays (``shape``, ``dtype``,
+    ``read_inline``, ``_getitem``) in blocks of ``chunks`` (edges per dimension)."""
+    return _graph_array(backend, _name(name_token, label),
+                        _stored_chunks(tuple(backend.shape), tuple(chunks)))
 
 
 @lru_cache(maxsize=256)

@@ -22,7 +22,7 @@ from .tree import OpenOptions
 
 __all__ = ["OmeHcsBackendEntrypoint"]
 
-_PARAMS = ("level", "pad", "acquisition", "wells", "fields", "levels", "labels", "tables",
+_PARAMS = ("level", "pad", "channels", "acquisition", "wells", "fields", "levels", "labels", "tables",
            "storage_options",
            "consolidated", "validate", "on_missing", "group", "drop_variables")
 
@@ -117,12 +117,12 @@ class OmeHcsBackendEntrypoint(BackendEntrypoint):
                      consolidated: bool | None = None, validate: bool = False,
                      on_missing: str = "raise",
                      drop_variables: str | Iterable[str] | None = None, pad: bool = False,
-                     **kwargs: Any) -> xr.Dataset:
+                     channels: str = "exact", **kwargs: Any) -> xr.Dataset:
         """The plate stacked at one level, ``(well, field, <image dims>)``, or one node.
 
         ``level=0`` (the default when no ``group`` is given) stacks every selected field of
-        that level into one lazy variable (see ``DataTree.hcs.stack``); ``group="B/03/0/0"``
-        returns that node's Dataset instead.
+        that level into one lazy variable (see ``DataTree.hcs.stack``, whose ``pad`` and
+        ``channels`` it takes); ``group="B/03/0/0"`` returns that node's Dataset instead.
         """
         if group in (None, "", "/"):
             from .stack import stack_tree
@@ -132,7 +132,8 @@ class OmeHcsBackendEntrypoint(BackendEntrypoint):
                             tables=False)
             tree = plate_tree(filename_or_obj, opts, storage_options, consolidated)
             # the tree holds just that level now: the first (and only) one listed
-            ds = stack_tree(tree, tree.hcs.field_paths, tree.hcs.wells, 0, pad=pad)
+            ds = stack_tree(tree, tree.hcs.field_paths, tree.hcs.wells, 0, pad=pad,
+                            channels=channels)  # type: ignore[arg-type]
             ds.attrs["ome"] = tree.attrs["ome"]
             ds.set_close(tree.close)
             return ds

@@ -145,9 +145,42 @@ def _copy_field(fnode: xr.DataTree, fpath: str, levels: Sequence[int | str] | No
     nodes[fpath] = fspec
     for lp in kept_paths:
         nodes[f"{fpath}/{lp}"] = spec_of(fnode[lp])
-    for kept_child in ("labels", "tables"):  # labels keep all their levels, as when opening
-        if kept_child in fnode.children:
-            _copy_subtree(fnode.children[kept_child], f"{fpath}/{kept_child}", nodes)
+    if "tables" in fnode.children:
+        _copy_subtree(fnode.children["tables"], f"{fpath}/tables", nodes)
+    if "labels" in fnode.children:
+        # a label with as many levels as its image keeps the same ones (as when opening), so
+        # that the two stay level for level; any other keeps all of its own
+        indices = [i for i, d in enumerate(ms.datasets) if d.path in kept_paths]
+        lnode = fnode.children["labels"]
+        nodes[f"{fpath}/labels"] = spec_of(lnode)
+        for name, label in lnode.children.items():
+            _copy_label(label, f"{fpath}/labels/{name}", len(ms.datasets), indices, nodes)
+
+
+def _copy_label(label: xr.DataTree, path: str, n_image: int, indices: list[int],
+                nodes: dict[str, NodeSpec | None]) -> None:
+    from .ngff import Multiscale
+
+    raw = (label.attrs.get("ome") or {}).get("multiscales")
+    if not isinstance(raw, list) or not raw:
+        _copy_subtree(label, path, nodes)
+        return
+    ms = Multiscale.from_dict(raw[0], label.path)
+    if len(ms.datasets) != n_image:
+        _copy_subtree(label, path, nodes)
+        return
+    keep = [ms.datasets[i].path for i in indices]
+    spec = spec_of(label)
+    m0 = {**raw[0], "datasets": [d for d in raw[0]["datasets"] if d.get("path") in keep]}
+    spec.attrs = {**spec.attrs, "ome": {**spec.attrs["ome"], "multiscales": [m0, *raw[1:]]}}
+    nodes[path] = spec
+    def under(name: str, paths: list[str]) -> bool:
+        return any(p == name or p.startswith(name + "/") for p in paths)
+
+    every = [d.path for d in ms.datasets]
+    for name, child in label.children.items():
+        if under(name, keep) or not under(name, every):
+            _copy_subtree(child, f"{path}/{name}", nodes)
 
 
 def _copy_subtree(node: xr.DataTree, path: str, nodes: dict[str, NodeSpec | None]) -> None:

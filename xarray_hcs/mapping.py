@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .errors import HcsError
+from .errors import HcsError, HcsMetadataError
 
 __all__ = ["map_fields"]
 
@@ -45,23 +45,28 @@ def _call(func: Callable[..., Any], obj: Any, load: bool, kwargs: Mapping[str, A
 
 def map_fields(tree: xr.DataTree, func: Callable[..., Any], level: int | str = 0,
                variable: str | None = "image", load: bool = True, compute: bool = True,
-               field_paths: Sequence[str] | None = None, **kwargs: Any) -> Any:
+               field_paths: Sequence[str] | None = None, channels: str = "exact",
+               **kwargs: Any) -> Any:
     """See :meth:`xarray_hcs.accessor.HcsAccessor.map_fields`."""
     import dask
 
     paths = list(tree.hcs.field_paths if field_paths is None else field_paths)
     inputs = [_field_input(tree, fp, level, variable) for fp in paths]
+    acquisitions = [tree[fp].attrs.get("acquisition") for fp in paths]
     run = uuid.uuid4().hex[:8]  # task names say which field, and never collide across calls
     tasks = [dask.delayed(_call, pure=False)(func, obj, load, kwargs,
                                              dask_key_name=f"map_fields-{run}-{fp}")
              for fp, obj in zip(paths, inputs, strict=True)]
     if not compute:
-        return dask.delayed(_collect, pure=False)(tree.hcs.wells, paths, tasks)
+        return dask.delayed(_collect, pure=False)(tree.hcs.wells, paths, tasks, channels,
+                                                  acquisitions)
     (results,) = dask.compute(tasks)
-    return _collect(tree.hcs.wells, paths, results)
+    return _collect(tree.hcs.wells, paths, results, channels, acquisitions)
 
 
-def _collect(wells: Sequence[str], paths: Sequence[str], results: Sequence[Any]) -> Any:
+def _collect(wells: Sequence[str], paths: Sequence[str], results: Sequence[Any],
+             channels: str = "exact", acquisitions: Sequence[int | None] | None = None
+             ) -> Any:
     kinds = {_kind(r) for r in results}
     if not results:
         return xr.Dataset()
@@ -70,7 +75,7 @@ def _collect(wells: Sequence[str], paths: Sequence[str], results: Sequence[Any])
     if "frame" in kinds:
         raise HcsError("the function returned DataFrames for some fields and other values "
                        "for others: return one kind")
-    return _dataset(wells, paths, results)
+    return _dataset(wells, paths, results, channels, acquisitions)
 
 
 def _kind(r: Any) -> str:
@@ -100,45 +105,64 @@ def _as_array(v: Any) -> xr.DataArray:
     return xr.DataArray(arr, dims=[f"dim_{i}" for i in range(arr.ndim)])
 
 
-def _dataset(wells: Sequence[str], paths: Sequence[str], results: Sequence[Any]
+def _result_dtype(arrays: Sequence[xr.DataArray]) -> np.dtype:
+    """Numbers as floats (NaN marks what a field did not return), anything else as objects."""
+    dtype = np.result_type(*(a.dtype for a in arrays))
+    if dtype.kind in "iub":
+        dtype = np.result_type(dtype, np.float64)
+    return dtype if dtype.kind in "fc" else np.dtype(object)
+
+
+def _dataset(wells: Sequence[str], paths: Sequence[str], results: Sequence[Any],
+             channels: str = "exact", acquisitions: Sequence[int | None] | None = None
              ) -> xr.Dataset:
-    """Per-field values stacked into ``(well, field, ...)``; absent fields are NaN."""
-    per_well: dict[str, list[int]] = {w: [] for w in wells}
-    for i, fp in enumerate(paths):
-        per_well.setdefault(fp.rsplit("/", 1)[0], []).append(i)
-    well_names = [w for w, idx in per_well.items() if idx]
-    n_field = max(len(idx) for idx in per_well.values())
-    pos = {i: (wi, fi) for wi, w in enumerate(well_names) for fi, i in enumerate(per_well[w])}
+    """Per-field values stacked into ``(well, field, ...)``, with the stacked view's
+    coordinates and its rules (:func:`~xarray_hcs.stack.plan_stack`): labels along a
+    dimension (channels) must agree or are aligned by label, positions are shared or
+    relative to each field's origin. Absent fields, and variables a field did not return,
+    are NaN."""
+    from .stack import FieldEntry, StackedLevelArray, VariableSource, plan_stack
+
+    per_well: dict[str, list[str]] = {w: [] for w in wells}
+    for fp in paths:
+        w, f = fp.rsplit("/", 1)
+        per_well.setdefault(w, []).append(f)
+    well_names = [w for w, fs in per_well.items() if fs]
+    layout = [per_well[w] for w in well_names]
+    acq = dict(zip(paths, acquisitions or [None] * len(paths), strict=True))
     as_vars = [_as_vars(r) for r in results]
     names = list(dict.fromkeys(k for v in as_vars for k in v))
     out: dict[str, xr.DataArray] = {}
+    coords: dict[str, Any] = {}
     for name in names:
-        first = next(v[name] for v in as_vars if name in v)
-        template = first.variable
-        shape = (len(well_names), n_field, *template.shape)
-        dtype = np.result_type(template.dtype, np.float64) if template.dtype.kind in "iub" \
-            else template.dtype
-        if dtype.kind not in "fc":
-            dtype = np.dtype(object)
-        data = np.full(shape, np.nan if dtype.kind in "fc" else None, dtype=dtype)
-        for i, v in enumerate(as_vars):
-            if name not in v:
-                continue
-            arr = v[name]
-            if arr.dims != first.dims or arr.shape != first.shape:
-                raise HcsError(f"the function returned {name!r} with dims {arr.dims} "
-                               f"{arr.shape} for {paths[i]} but {first.dims} {first.shape} "
-                               "for the first field: return the same shape for every field")
-            wi, fi = pos[i]
-            data[wi, fi] = arr.values
-        coords = {k: c.variable for k, c in first.coords.items()
-                  if set(c.dims) <= set(first.dims)}
-        out[name] = xr.DataArray(data, dims=("well", "field", *first.dims), coords=coords,
-                                 attrs=first.attrs)
-    from .stack import well_field_coords
-
-    fields = [[paths[i].rsplit("/", 1)[1] for i in per_well[w]] for w in well_names]
-    return xr.Dataset(out).assign_coords(well_field_coords(well_names, fields))
+        got = [(fp, v[name]) for fp, v in zip(paths, as_vars, strict=True) if name in v]
+        dtype = _result_dtype([a for _, a in got])
+        fill = np.nan if dtype.kind in "fc" else None
+        entries = []
+        for fp, a in got:
+            w, f = fp.rsplit("/", 1)
+            var = a.variable.astype(dtype) if a.dtype != dtype else a.variable
+            dim_coords = {str(d): a.coords[d].variable for d in a.dims if d in a.coords}
+            entries.append(FieldEntry(w, f, acq[fp], var, dim_coords, fill))
+        try:
+            plan = plan_stack(entries, well_names, pad=None, channels=channels,  # type: ignore
+                              where=f"the function's {name!r}", dtype=dtype, layout=layout)
+        except HcsMetadataError as e:
+            raise HcsMetadataError(f"{e.message} (return the same shape for every field)"
+                                   if "same shape" in e.message else e.message) from None
+        stacked = StackedLevelArray(plan, [VariableSource(e.variable) for e in entries])
+        data = stacked._getitem(tuple(slice(None) for _ in plan.full_shape))
+        first = got[0][1]
+        # other coordinates (scalars, non-index) only where every field returned the same
+        extra = {k: c.variable for k, c in first.coords.items()
+                 if k not in first.dims and set(c.dims) <= set(first.dims)
+                 and all(k in a.coords and a.coords[k].variable.equals(c.variable)
+                         for _, a in got)}
+        out[name] = xr.DataArray(data, dims=("well", "field", *plan.dims),
+                                 coords=extra, attrs=first.attrs)
+        for k, v in plan.coords.items():
+            coords.setdefault(k, v)
+    return xr.Dataset(out).assign_coords(coords)
 
 
 def _frames(paths: Sequence[str], results: Sequence[pd.DataFrame]) -> pd.DataFrame:

@@ -20,6 +20,8 @@ import xarray as xr
 from ._xarray_internals import node_coord, node_data_var
 from .errors import HcsMetadataError
 from .ngff import Multiscale, Plate, Well, check_relative_path
+from .label_pyramid import complete_label_levels
+from .ngff.omero import complete_omero
 from .tables import TABLES, TableMeta
 
 __all__ = ["LevelSpec", "ImageSpec", "WellSpec", "PlateSpec", "plate_spec"]
@@ -32,6 +34,7 @@ class LevelSpec:
     scale: list[float]
     translation: list[float]
     chunks: tuple[int, ...] | None
+    fill: Any = None  # the source array's fill value, kept on write (None: zarr's default)
 
 
 @dataclass
@@ -151,6 +154,7 @@ def _image_spec(tree: xr.DataTree, path: str, var_name: str) -> ImageSpec:
             raise HcsMetadataError(f"level {lv.path!r} has no {var_name!r} variable",
                                    f"{node.path}/{lv.path}")
         squeezed = var.encoding.get("ome_squeezed") or {}
+        fill = var.encoding.get("fill_value")
         for name in axes:
             if name not in var.dims and name in squeezed:
                 var = var.expand_dims(name)
@@ -170,7 +174,7 @@ def _image_spec(tree: xr.DataTree, path: str, var_name: str) -> ImageSpec:
         chunks = var.encoding.get("chunks")
         if chunks is not None and len(chunks) != var.ndim:
             chunks = None
-        levels.append(LevelSpec(lv.path, var, scale, trans, chunks))
+        levels.append(LevelSpec(lv.path, var, scale, trans, chunks, fill))
         # keep the original's form: a multiscales-level transform stays outside, a
         # translation that was written (even zero) is written again
         w_scale, w_trans = list(scale), list(trans)
@@ -207,6 +211,9 @@ def _image_spec(tree: xr.DataTree, path: str, var_name: str) -> ImageSpec:
                 if isinstance(ch, dict) and ch.get("label") != lab and not (
                         ch.get("label") in (None, "") and lab.startswith("c")):
                     ch["label"] = lab
+    if "omero" in ome:  # what the schemas and the peers' readers require, completed
+        n = levels[0].variable.shape[list(axes).index(chan[0])] if chan else 0
+        ome["omero"] = complete_omero(ome["omero"], levels[0].variable.dtype, n)
     spec = ImageSpec(path.strip("/"), ome, other, levels)
     return spec
 
@@ -288,7 +295,9 @@ def _label_specs(tree: xr.DataTree, fspec: ImageSpec) -> None:
     names += [n for n in lnode.children if n not in names]
     for n in names:
         check_relative_path(n, "label name", lnode.path)
-        fspec.labels.append(_image_spec(tree, f"{fspec.path}/labels/{n}", "labels"))
+        lspec = _image_spec(tree, f"{fspec.path}/labels/{n}", "labels")
+        complete_label_levels(fspec, lspec)  # as many levels as the image, as the spec wants
+        fspec.labels.append(lspec)
     lome["labels"] = names
     fspec.labels_ome = lome
     fspec.labels_other = lother

@@ -80,7 +80,8 @@ def open_plate(
     fields
         Field (image) paths to read in each well, e.g. ``["0", "1"]``; ints are paths too.
     levels
-        Resolution levels to read: indices (``0``, ``-1``) or dataset paths (``"s0"``).
+        Resolution levels to read: indices (``0``, ``-1``) or dataset paths (``"s0"``). A
+        label image with as many levels as its field keeps the same ones (else all).
     labels
         Read label images: True (all), False, or a list of label names.
     tables

@@ -192,7 +192,7 @@ async def _read_blocks(nodes: list[xr.DataTree], strict: bool,
         if isinstance(held, TableSource) and held._cache is None and n.attrs.get(
                 "backend") == "parquet":
             meta = _meta(n)
-            groups.setdefault((id(held.ps), meta.index_key, meta.index_type), []).append(i)
+            groups.setdefault((id(held.ps), meta.key, meta.key_type), []).append(i)
         else:
             single.append(i)
     blocks: list[_Block] = []
@@ -242,9 +242,10 @@ def _labelled(keys: list[tuple[str, str, str, int | None]], blocks: list[_Block]
     per-table frames cost ~1 ms each, which at 384 fields is most of the time.
     """
     frames = [b[2] for b in blocks]
-    names = {df.index.name for df in frames}
-    key_name = names.pop() if len(names) == 1 and None not in names else "index"
     body = pd.concat(frames, axis=0) if len(frames) > 1 else frames[0]
+    # each row's index name: tables of different index keys give each key its own column
+    index_names = [df.index.name if df.index.name is not None else "index" for df in frames]
+    row_name = np.repeat(np.arange(len(frames)), [len(df) for df in frames])
     # where each table's rows are in ``body``, then the tables in plate order
     spans: dict[int, tuple[int, int]] = {}
     start = 0
@@ -256,6 +257,7 @@ def _labelled(keys: list[tuple[str, str, str, int | None]], blocks: list[_Block]
     perm = np.concatenate([np.arange(spans[p][0], spans[p][0] + spans[p][1]) for p in order])
     if not np.array_equal(perm, np.arange(len(perm))):
         body = body.take(perm)
+        row_name = row_name[perm]
     counts = np.array([spans[p][1] for p in order], dtype=np.int64)
     keys = [keys[p] for p in order]
     orig = body.index
@@ -267,12 +269,43 @@ def _labelled(keys: list[tuple[str, str, str, int | None]], blocks: list[_Block]
     if with_acq:
         front["acquisition"] = np.repeat(np.array([-1 if k[3] is None else k[3]
                                                    for k in keys], dtype=np.int64), counts)
-    front[key_name] = orig.to_numpy()
+    distinct = list(dict.fromkeys(index_names))
     body = body.set_axis(index, axis=0)
+    for name in front:  # the table's own column of that name must say the same, or it stays
+        if name in body.columns:
+            _same_as_key(body[name], front[name], name)
+    if len(distinct) == 1:
+        if distinct[0] in body.columns:
+            _same_as_key(body[distinct[0]], orig.to_numpy(), distinct[0])
+        front[distinct[0]] = orig.to_numpy()
+    else:
+        values = orig.to_numpy()
+        for k, name in enumerate(distinct):
+            mine = np.isin(row_name, [i for i, n in enumerate(index_names) if n == name])
+            col = (body[name].to_numpy(dtype=object, copy=True) if name in body.columns
+                   else np.full(len(body), None, dtype=object))
+            if name in body.columns:
+                _same_as_key(body[name][mine], values[mine], name)
+            col[mine] = values[mine]
+            front[name] = pd.Series(col, index=index).infer_objects().to_numpy()
     body = body.drop(columns=[c for c in front if c in body.columns])
     for pos, (name, values) in enumerate(front.items()):
         body.insert(pos, name, values)
     return body
+
+
+def _same_as_key(column: pd.Series, key: Any, name: str) -> None:
+    """A table column that shares a name with a column concat_tables adds must hold the same
+    values (then it is one column), else it would be overwritten: refuse."""
+    mine = column.to_numpy(dtype=object)
+    theirs = np.asarray(key, dtype=object)
+    held = pd.notna(mine)
+    if not np.array_equal(np.asarray(mine[held], dtype=str), np.asarray(theirs[held],
+                                                                          dtype=str)):
+        raise HcsTableError(
+            f"a table has a column {name!r} whose values differ from the {name!r} that "
+            "concat_tables gives every row (the well's, or the table's index): rename the "
+            "table's column", None)
 
 
 async def _gather(nodes: list[xr.DataTree], strict: bool,

@@ -22,6 +22,7 @@ from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
+from ._chunks import parse_fill_value
 from .errors import (
     HcsError,
     HcsMetadataError,
@@ -92,6 +93,9 @@ class ArrayInfo:
     zarr_format: int
     doc: dict[str, Any]
     dimension_names: tuple[str | None, ...] | None = None
+    #: the fill value as a numpy scalar of ``dtype`` (missing chunks read as it); None if
+    #: the document states none or one of a kind not parsed here (strings)
+    fill_value: Any = None
 
 
 def _parse_array_doc(doc: Any, zarr_format: int, path: str, where: str) -> ArrayInfo:
@@ -125,7 +129,11 @@ def _parse_array_doc(doc: Any, zarr_format: int, path: str, where: str) -> Array
     if len(chunks) != len(shape):
         raise HcsMetadataError(f"chunk shape {chunks} does not match array shape {shape}",
                                where)
-    return ArrayInfo(path, shape, dtype, chunks, zarr_format, doc, dims)
+    try:
+        fill = parse_fill_value(doc.get("fill_value"), dtype, zarr_format)
+    except ValueError as e:
+        raise HcsMetadataError(str(e), where) from None
+    return ArrayInfo(path, shape, dtype, chunks, zarr_format, doc, dims, fill)
 
 
 def _v2_dtype(d: Any) -> Any:

@@ -56,6 +56,9 @@ _BACKEND_ALIASES = {"anndata_v1": "anndata", "experimental_json_v1": "json", "js
 ROI_COLUMNS = ("x_micrometer", "y_micrometer", "z_micrometer",
                "len_x_micrometer", "len_y_micrometer", "len_z_micrometer")
 TABLES = "tables"
+#: the index ngio reads when a table states no ``index_key`` / ``index_type``
+_DEFAULT_INDEX = {"feature_table": ("label", "int"), "masking_roi_table": ("label", "int"),
+                  "roi_table": ("FieldIndex", "str")}
 
 
 def backend_name(name: Any, where: str) -> str:
@@ -140,6 +143,28 @@ class TableMeta:
         return out
 
     @property
+    def key(self) -> str | None:
+        """The index column as ngio reads the table: ``index_key``, else, for the types
+        whose index ngio knows (Fractal v1 tables state none), ``instance_key`` or the type's
+        own ("label" for feature and masking ROI tables, "FieldIndex" for ROI tables)."""
+        if self.index_key is not None:
+            return self.index_key
+        default = _DEFAULT_INDEX.get(self.type)
+        if default is None:
+            return None
+        if self.instance_key and self.type in ("feature_table", "masking_roi_table"):
+            return self.instance_key
+        return default[0]
+
+    @property
+    def key_type(self) -> str | None:
+        """``index_type``, else the type's own as ngio reads it (label indexes are ints)."""
+        if self.index_type is not None:
+            return self.index_type
+        default = _DEFAULT_INDEX.get(self.type)
+        return None if default is None else default[1]
+
+    @property
     def is_roi(self) -> bool:
         return self.type in ("roi_table", "masking_roi_table", "generic_roi_table")
 
@@ -165,9 +190,9 @@ def parse_tables_list(attrs: Any, where: str) -> list[str]:
 
 def normalize_table(df: pd.DataFrame, meta: TableMeta, where: str, unique: bool = True
                     ) -> pd.DataFrame:
-    """Index named ``index_key`` and cast to ``index_type``, as ngio loads it; checked
+    """Index named ``meta.key`` and cast to ``meta.key_type``, as ngio loads it; checked
     (``unique=False`` leaves the uniqueness check to the caller)."""
-    key = meta.index_key
+    key = meta.key
     if key is not None and df.index.name != key:
         if key in df.columns:
             df = df.set_index(key)
@@ -175,18 +200,35 @@ def normalize_table(df: pd.DataFrame, meta: TableMeta, where: str, unique: bool 
             df.index.name = key
         else:
             raise HcsTableError(f"index_key {key!r} is neither the index nor a column", where)
-    if meta.index_type == "int" and not pd.api.types.is_integer_dtype(df.index):
+    kind = meta.key_type
+    if kind == "int" and not pd.api.types.is_integer_dtype(df.index):
         try:
-            df.index = df.index.astype("int64")
-        except (TypeError, ValueError):
+            df.index = _int_index(df.index)
+        except (TypeError, ValueError, OverflowError):
             raise HcsTableError("index_type is 'int' but the index holds "
                                 f"{df.index[:3].tolist()}...", where) from None
-    elif meta.index_type == "str" and not pd.api.types.is_string_dtype(df.index):
+    elif kind == "str" and not pd.api.types.is_string_dtype(df.index):
         df.index = df.index.astype(str)
     if unique and not df.index.is_unique:
         dup = df.index[df.index.duplicated()][:3].tolist()
         raise HcsTableError(f"the index is not unique (repeated: {dup})", where)
     return df
+
+
+def _int_index(index: pd.Index) -> pd.Index:
+    """An index of integers from one of integer-valued numbers or of digit strings ("1", as
+    Fractal writes labels), exactly: never rounding "1.5" or 1.5."""
+    values = index.to_numpy()
+    if values.dtype.kind == "f":
+        if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
+            raise ValueError("not integers")
+        return pd.Index(values.astype(np.int64), name=index.name)
+    out = [int(v) if isinstance(v, str) and v.strip().lstrip("+-").isdigit() else
+           int(v) if isinstance(v, int | np.integer) and not isinstance(v, bool) else None
+           for v in values]
+    if any(v is None for v in out):
+        raise ValueError("not integers")
+    return pd.Index(np.asarray(out, dtype=np.int64), name=index.name)
 
 
 def parquet_block(raws: list[bytes], meta: TableMeta, columns: tuple[str, ...] | None = None
@@ -198,8 +240,7 @@ def parquet_block(raws: list[bytes], meta: TableMeta, columns: tuple[str, ...] |
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    want = None if columns is None else {*columns, *([meta.index_key] if meta.index_key
-                                                     else [])}
+    want = None if columns is None else {*columns, *([meta.key] if meta.key else [])}
 
     def read(r: bytes) -> Any:
         f = pq.ParquetFile(pa.BufferReader(r))
@@ -240,7 +281,7 @@ def table_for_writing(df: pd.DataFrame, meta: TableMeta, where: str) -> pd.DataF
                             where)
     if not df.index.is_unique:
         raise HcsTableError("the index is not unique", where)
-    key = meta.index_key or df.index.name
+    key = meta.key or df.index.name
     if key is None:  # no index key and an unnamed index: the rows have no index to keep
         return df.reset_index(drop=True)
     if key in df.columns:
@@ -259,8 +300,7 @@ async def read_table(ps: PlateStore, path: str, meta: TableMeta,
     ``columns`` (and the index) if given, reading no more of the store than the format needs.
     """
     where = ps.where(path)
-    want = None if columns is None else {*columns, *([meta.index_key] if meta.index_key
-                                                     else [])}
+    want = None if columns is None else {*columns, *([meta.key] if meta.key else [])}
     if meta.backend == "parquet":
         raw = await _required_bytes(ps, path, "table.parquet")
         df = _read_parquet(raw, where, want)
@@ -514,7 +554,7 @@ def _anndata_documents(df: pd.DataFrame, meta: TableMeta, zarr_format: int, wher
     from ._anndata_write import anndata_documents
 
     flat = table_for_writing(df, meta, where)
-    if meta.index_key or df.index.name:
+    if meta.key or df.index.name:
         key = flat.columns[0]
         index = flat[key].astype(str).to_numpy(dtype=object)
         rest = list(flat.columns[1:])
@@ -609,7 +649,8 @@ def _object_strings(s: pd.Series) -> Any:
 
 def _all_strings(s: pd.Series) -> bool:
     if isinstance(s.dtype, pd.CategoricalDtype):
-        s = pd.Series(s.cat.categories)
+        cats = s.cat.categories
+        s = pd.Series(cats.to_numpy(dtype=object) if cats.dtype == object else cats.to_numpy())
     if s.dtype != object:
         return pd.api.types.is_string_dtype(s.dtype)
     return all(isinstance(v, str) for v in s.dropna())

@@ -331,8 +331,11 @@ class _Walker:
         sel_well = replace(well, images=tuple(im for im in images if im.path in kept))
         return WellRecord(path, ome, other, sel_well, fields)
 
-    async def image(self, path: str, acquisition: int | None, *, label: bool = False
-                    ) -> ImageRecord | None:
+    async def image(self, path: str, acquisition: int | None, *, label: bool = False,
+                    like: tuple[int, list[int]] | None = None) -> ImageRecord | None:
+        """A field (or, ``label=True``, a label image) and what it holds. ``like`` is the
+        level selection of a label's image (its level count, the indices kept): a label
+        with as many levels keeps the same ones, so that the two stay level for level."""
         what = "label image" if label else "field"
         attrs = await self.ps.group_attrs(path)
         if attrs is None:
@@ -340,8 +343,12 @@ class _Walker:
             return None
         ome, other = self._decode(attrs, path)
         ms = self._multiscale(ome, path)
-        levels = select_levels(ms, self.opts.levels if not label else None,
-                               self.ps.where(path))
+        if not label:
+            levels = select_levels(ms, self.opts.levels, self.ps.where(path))
+        elif like is not None and like[0] == len(ms.datasets):
+            levels = [ms.datasets[i] for i in like[1]]
+        else:
+            levels = list(ms.datasets)
         want_labels = not label and self.opts.labels is not False
         infos, labels_group, tables = await self._all(
             self._all(*(self.ps.array_info(join_path(path, lv.path)) for lv in levels)),
@@ -367,8 +374,9 @@ class _Walker:
             names = labels_group[1]
             if isinstance(self.opts.labels, Sequence) and not isinstance(self.opts.labels, bool):
                 names = [n for n in names if n in set(self.opts.labels)]
+            kept = (len(ms.datasets), [ms.datasets.index(lv) for lv in levels])
             lrecs = await self._all(*(self.image(join_path(path, "labels", n), None,
-                                                 label=True) for n in names))
+                                                 label=True, like=kept) for n in names))
             rec.labels = [r for r in lrecs if r is not None]
         return rec
 
@@ -640,6 +648,8 @@ class _Builder:
                 "zarr_path": join_path(self.ps.root, lr.info.path),
                 "zarr_format": lr.info.zarr_format,
             }
+            if lr.info.fill_value is not None:  # kept on write; pads the stacked view
+                enc["fill_value"] = lr.info.fill_value
             if squeeze:
                 enc["ome_squeezed"] = dict(squeeze)
             spec.data_vars[var_name] = xr.Variable(tuple(dims), data, encoding=enc,

@@ -110,8 +110,9 @@ class _Templates:
         return docs
 
     def metadata(self, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...],
-                 dims: tuple[str, ...]) -> Any:
-        key = (shape, dtype.str, chunks, dims)
+                 dims: tuple[str, ...], fill: Any = None) -> Any:
+        fill = _fill_for(fill, dtype)
+        key = (shape, dtype.str, chunks, dims, np.asarray(fill).tobytes())
         meta = self._cache.get(key)
         if meta is None:
             kw: dict[str, Any] = {}
@@ -120,10 +121,31 @@ class _Templates:
             else:
                 kw["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
             arr = zarr.create_array(zarr.storage.MemoryStore(), shape=shape, dtype=dtype,
-                                    chunks=chunks, fill_value=0, zarr_format=self.zarr_format,
-                                    **kw)
+                                    chunks=chunks, fill_value=fill,
+                                    zarr_format=self.zarr_format, **kw)
             meta = self._cache[key] = arr.metadata
         return meta
+
+
+def _fill_for(fill: Any, dtype: np.dtype) -> Any:
+    """The source's fill value as one of ``dtype`` (a cast array keeps it where it can), else
+    0: what absent chunks of the written array read as."""
+    if fill is not None:
+        try:
+            with np.errstate(all="ignore"):
+                cast = np.asarray(fill).astype(dtype)[()]
+            if _same_value(cast, fill):
+                return cast
+        except (TypeError, ValueError, OverflowError):
+            pass
+    return np.zeros((), dtype=dtype)[()]
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b) or bool(np.isnan(a) and np.isnan(b))
+    except (TypeError, ValueError):
+        return False
 
 
 def _source(lv: LevelSpec, chunks: tuple[int, ...]) -> Any:
@@ -257,7 +279,7 @@ def write_arrays(target: Store, images: list[ImageSpec], zarr_format: int,
         for lv in img.levels:
             var = lv.variable
             c = _chunks_for(var, lv.chunks, chunks)
-            meta = templates.metadata(var.shape, var.dtype, c, tuple(var.dims))
+            meta = templates.metadata(var.shape, var.dtype, c, tuple(var.dims), lv.fill)
             path = join_path(img.path, lv.path)
             check_relative_path(path, "node path", path)
             docs = templates.documents(meta)

@@ -73,6 +73,10 @@ def check_well(well: Well, plate: Plate, path: str | None) -> None:
     for im in well.images:
         if not (im.path.isascii() and im.path.isalnum()):
             problems.append(f"image path {im.path!r} is not alphanumeric")
+        if im.acquisition is not None and not plate.acquisitions:
+            # (with declared acquisitions, reading itself refuses an undeclared id)
+            problems.append(f"image {im.path!r} names acquisition {im.acquisition}, but the "
+                            "plate declares no acquisitions")
         if len(plate.acquisitions) > 1 and im.acquisition is None:
             problems.append(f"image {im.path!r} names no acquisition although the plate "
                             f"has {len(plate.acquisitions)}")

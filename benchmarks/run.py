@@ -201,6 +201,30 @@ def ours_stacked_reduce(p: Path, scheduler: str | None = None,
     return means.values[ds.present.values]
 
 
+def open_route(p: Path, route: str) -> Any:
+    """The level-0 tree of ``p`` opened by ``route``."""
+    import xarray as xr
+
+    import xarray_hcs
+
+    if route == "open_plate":
+        return xarray_hcs.open_plate(p, levels=[0], labels=False)
+    chunks = {"lazy": None, "read": None, "chunks={}": {}, "chunks=-1": -1}[route]
+    tree = xr.open_datatree(p, engine="ome-hcs", levels=[0], labels=False, chunks=chunks)
+    if route == "read":  # one field's pixels read (xarray keeps them in memory)
+        tree[f"{tree.hcs.field_paths[0]}/0"]["image"].values  # noqa: B018
+    return tree
+
+
+def ours_stack_reduce(tree: Any, chunks: Any = None) -> tuple[np.ndarray, int]:
+    """The stacked view of an open tree, one reduction; (means of the fields present, the
+    number of dask layers of the stacked array)."""
+    st = tree.hcs.stack(0, chunks=chunks)
+    layers = len(st.data.dask.layers)
+    means = st.mean(["z", "y", "x"], dtype="f8").compute()
+    return means.values[st["present"].values], layers
+
+
 def cluster_client(workers: int = 2) -> Any:
     """A LocalCluster of worker processes (one thread each) and its client."""
     from distributed import Client, LocalCluster
@@ -641,6 +665,24 @@ def run(only: set[str] | None, quick: bool, repeat: int) -> list[Result]:
             client.cluster.close()
         add(w, "ngff-zarr loop", lambda: ngff_zarr_read_reduce(p), peer=True)
         add(w, "ngio loop", lambda: ngio_read_reduce(p), peer=True)
+    if want("P2v"):  # the stacked view is one route, however the tree was opened
+        lay = layouts["P2_PLATE"]
+        p = plate("P2_PLATE", lay)
+        w = (f"P2v stack + mean of level 0 of an open tree, {lay.rows * lay.columns}x"
+             f"{lay.fields}")
+        ref = raw_read_reduce(p)
+        add(w, "plain zarr, threads", lambda: raw_read_reduce(p), baseline=True)
+        for route in ("lazy", "read", "chunks={}", "chunks=-1", "open_plate"):
+            tree = open_route(p, route)  # opening is P1's: here the view and its compute
+            chunks = {} if route in ("lazy", "read") else None  # dask asked for, or as opened
+            got, layers = ours_stack_reduce(tree, chunks)
+            np.testing.assert_allclose(got, ref)
+            label = {"open_plate": "xarray_hcs.open_plate", "lazy": "xr.open_datatree",
+                     "read": "xr.open_datatree, a field read"}.get(
+                route, f"xr.open_datatree({route})")
+            add(w, f"{label}, then dt.hcs.stack(0{', chunks={}' if chunks == {} else ''})",
+                lambda tree=tree, chunks=chunks: ours_stack_reduce(tree, chunks),
+                note=f"{layers} dask layer{'s' * (layers != 1)}")
     if want("P3"):
         lay = layouts["P3_PLATE"]
         src = plate("P3_PLATE", lay)

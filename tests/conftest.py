@@ -21,10 +21,8 @@ except ImportError:
 
 from xarray_hcs.sample import SamplePlate, write_sample_plate
 
-#: the official OME-NGFF schemas and examples, next to the repository (see SOURCES.md there)
-SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "ngff-spec"
-if not SPEC_DIR.exists():  # CI and developers keep shared/ beside the clone
-    SPEC_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "ngff-spec"
+#: the official OME-NGFF schemas, examples and test suites, vendored (see SOURCES.md there)
+SPEC_DIR = Path(__file__).parent / "data" / "ngff-spec"
 
 PEERS_DIR = Path(__file__).parent / "data" / "peers"
 

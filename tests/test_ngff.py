@@ -16,7 +16,6 @@ from xarray_hcs.errors import (
 )
 from xarray_hcs.ngff import Multiscale, Omero, Plate, Well
 
-pytestmark = pytest.mark.skipif(not SPEC_DIR.exists(), reason="shared/ngff-spec not present")
 
 
 def _examples(kind: str):

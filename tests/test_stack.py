@@ -13,7 +13,7 @@ import xarray as xr
 import zarr
 
 from conftest import TINY
-from xarray_hcs.errors import HcsMetadataError, HcsMissingWarning
+from xarray_hcs.errors import HcsMetadataError, HcsMissingWarning, HcsSelectionError
 from xarray_hcs.sample import well_intensity
 
 
@@ -135,3 +135,37 @@ def test_edited_trees_stack_through_xarray(plate):
     assert st.shape[:2] == (6, 2)
     np.testing.assert_array_equal(st.isel(well=1, field=1).values,
                                   dt[dt.hcs.field_paths[3] + "/1"]["image"].values)
+
+
+@pytest.mark.parametrize("opening", [{}, {"chunks": {}}, {"chunks": -1}, {"chunks": "auto"}])
+def test_stack_is_one_route_however_opened(plate, opening):
+    """The same view from every opening; the plate's own arrays stack as one dask layer."""
+    lazy = xr.open_datatree(plate, engine="ome-hcs").hcs.stack(0).load()
+    dt = xr.open_datatree(plate, engine="ome-hcs", **opening)
+    st = dt.hcs.stack(0)
+    if opening:
+        assert len(st.data.dask.layers) == 1
+    else:
+        assert not hasattr(st.variable._data, "dask")  # lazy in, lazy out
+    xr.testing.assert_identical(st.load(), lazy)
+    for chunks, blocks in (({}, (6, 1)), ({"well": 3}, (2, 1)), (-1, (1, 1))):
+        got = dt.hcs.stack(0, chunks=chunks)
+        assert len(got.data.dask.layers) == 1 and got.data.numblocks[:2] == blocks
+        xr.testing.assert_identical(got.load(), lazy)
+    with pytest.raises(HcsSelectionError, match="does not have"):
+        dt.hcs.stack(0, chunks={"w": 1})
+
+
+def test_stack_after_reads_and_edits_keeps_every_coordinate(plate):
+    """Fields read into memory and fields edited (eagerly or as dask graphs) stack with the
+    same coordinates and padding as the stored ones, the read ones still as one layer."""
+    ref = xr.open_datatree(plate, engine="ome-hcs").hcs.stack(0).load()
+    dt = xr.open_datatree(plate, engine="ome-hcs")
+    fps = dt.hcs.field_paths
+    dt[f"{fps[0]}/0"]["image"].values  # noqa: B018  (cached in memory by xarray)
+    st = dt.hcs.stack(0, chunks={})
+    assert len(st.data.dask.layers) == 1
+    xr.testing.assert_identical(st.load(), ref)
+    chunked = xr.open_datatree(plate, engine="ome-hcs", chunks={})
+    chunked[f"{fps[3]}/0"] = chunked[f"{fps[3]}/0"].to_dataset() + 0  # the user's dask graph
+    xr.testing.assert_identical(chunked.hcs.stack(0).load(), ref)

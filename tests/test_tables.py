@@ -61,13 +61,8 @@ def _ngio_plate(path: Path, version: str) -> Path:
     # with pandas' object strings, as ngio's own (pandas 2) users do
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pd.set_option("future.infer_string", False)
-    try:
-        return _ngio_tables(path, version)
-    finally:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pd.set_option("future.infer_string", True)
+        with pd.option_context("future.infer_string", False):  # restores what was set
+            return _ngio_tables(path, version)
 
 
 def _ngio_tables(path: Path, version: str) -> Path:
@@ -713,3 +708,140 @@ def test_direct_anndata_encoding_of_a_table_of_many_chunks(zarr_format):
     np.testing.assert_array_equal(ours.obs["n"].to_numpy(), df["n"].to_numpy())
     assert ours.obs["kind"].astype(str).tolist() == df["kind"].tolist()
     assert ours.obs.index.tolist() == [str(i) for i in range(n)]
+
+
+# ------------------------------------------------------------ Fractal v1 tables beside ngio's
+
+
+@pytest.fixture(scope="module")
+def fractal_plate(tmp_path_factory) -> Path:
+    """B/03/0: a Fractal v1 feature table written by AnnData itself (no backend, no index_key,
+    instance_key "label", labels as strings in obs, obs_names "0".."2", a one-category
+    categorical, obsm and layers); B/04/0: the same kind of table written by ngio; a
+    plate-level condition table (strings in obs)."""
+    import anndata as ad
+    import zarr
+
+    _quiet()
+    root = tmp_path_factory.mktemp("fractal") / "plate.zarr"
+    g = zarr.open_group(root, mode="w", zarr_format=2)
+    g.attrs.put({"plate": {"version": "0.4", "rows": [{"name": "B"}],
+                           "columns": [{"name": "03"}, {"name": "04"}],
+                           "wells": [{"path": "B/03", "rowIndex": 0, "columnIndex": 0},
+                                     {"path": "B/04", "rowIndex": 0, "columnIndex": 1}]}})
+    yx = [{"name": "y", "type": "space", "unit": "micrometer"},
+          {"name": "x", "type": "space", "unit": "micrometer"}]
+    for w in ("B/03", "B/04"):
+        wg = g.require_group(w)
+        wg.attrs.put({"well": {"version": "0.4", "images": [{"path": "0"}]}})
+        fg = wg.require_group("0")
+        fg.attrs.put({"multiscales": [{"version": "0.4", "axes": [
+            {"name": "c", "type": "channel"}, *yx], "datasets": [
+            {"path": "0", "coordinateTransformations": [{"type": "scale",
+                                                        "scale": [1.0, 1.0, 1.0]}]}]}],
+            "omero": {"channels": [{"label": "DAPI", "color": "0000FF", "window": {
+                "min": 0, "max": 65535, "start": 0, "end": 4000}}]}})
+        fg.create_array("0", shape=(1, 16, 16), dtype="uint16", chunks=(1, 16, 16))[:] = 5
+        lg = fg.require_group("labels")
+        lg.attrs.put({"labels": ["nuclei"]})
+        ng = lg.require_group("nuclei")
+        ng.attrs.put({"image-label": {"version": "0.4"}, "multiscales": [{
+            "version": "0.4", "axes": yx, "datasets": [{"path": "0", "coordinateTransformations":
+                                                       [{"type": "scale",
+                                                         "scale": [1.0, 1.0]}]}]}]})
+        ng.create_array("0", shape=(16, 16), dtype="uint32", chunks=(16, 16))[:] = 1
+    old = ad.settings.zarr_write_format
+    ad.settings.zarr_write_format = 2
+    strings = pd.option_context("future.infer_string", False)  # AnnData of Fractal's day
+    strings.__enter__()
+    try:
+        x = np.array([[10, 1.5], [20, 2.5], [30, 3.5]], dtype="float32")
+        # object strings, as the AnnData of Fractal's day wrote them (pandas 3 would infer
+        # its Arrow strings from plain lists)
+        index = pd.Index(["0", "1", "2"], dtype=object)
+        obs = pd.DataFrame({"label": pd.Series(["1", "2", "3"], index=index, dtype=object),
+                            "condition": pd.Series(["ctrl"] * 3, index=index, dtype=object)},
+                           index=index)
+        adata = ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=pd.Index(
+            ["area", "mean_dapi"], dtype=object)))
+        adata.obsm["spatial"] = np.arange(6, dtype=float).reshape(3, 2)
+        adata.layers["raw"] = x * 2
+        g.require_group("B/03/0/tables").attrs.put({"tables": ["nuclei"]})
+        adata.write_zarr(str(root / "B/03/0/tables/nuclei"))
+        zarr.open_group(root / "B/03/0/tables/nuclei", mode="r+").attrs.update({
+            "type": "feature_table", "fractal_table_version": "1",
+            "region": {"path": "../labels/nuclei"}, "instance_key": "label"})
+        two = pd.Index(["0", "1"], dtype=object)
+        cond = ad.AnnData(X=np.array([[0.0], [5.0]], dtype="float32"), obs=pd.DataFrame(
+            {c: pd.Series(v, index=two, dtype=object) for c, v in (
+                ("row", ["B", "B"]), ("column", ["03", "04"]), ("drug", ["DMSO", "taxol"]))},
+            index=two),
+            var=pd.DataFrame(index=pd.Index(["concentration_uM"], dtype=object)))
+        g.require_group("tables").attrs.put({"tables": ["condition"]})
+        cond.write_zarr(str(root / "tables/condition"))
+        zarr.open_group(root / "tables/condition", mode="r+").attrs.update({
+            "type": "condition_table", "fractal_table_version": "1"})
+    finally:
+        ad.settings.zarr_write_format = old
+        strings.__exit__(None, None, None)
+    from ngio.tables import FeatureTable
+
+    labels = pd.Index([1, 2, 3, 4], name="label")
+    df = pd.DataFrame({"area": [40.0, 50.0, 60.0, 70.0], "mean_dapi": [4.5, 5.5, 6.5, 7.5],
+                       "condition": pd.Series(["drug"] * 4, index=labels, dtype=object)},
+                      index=labels)
+    pl = ngio.open_ome_zarr_plate(str(root), mode="r+")
+    pl.get_image("B", "04", "0").add_table(
+        "nuclei", FeatureTable(df, reference_label="nuclei"), backend="anndata")
+    return root
+
+
+def test_fractal_v1_feature_table_reads_as_ngio_reads_it(fractal_plate):
+    _quiet()
+    dt = xr.open_datatree(fractal_plate, engine="ome-hcs")
+    t3 = dt.hcs.table("B/03/0", "nuclei")
+    ref = ngio.open_ome_zarr_plate(str(fractal_plate)).get_image("B", "03", "0").get_table(
+        "nuclei").dataframe
+    assert t3.index.name == ref.index.name == "label"
+    assert t3.index.tolist() == ref.index.tolist() == [1, 2, 3]
+    assert pd.api.types.is_integer_dtype(t3.index)
+    assert t3["area"].tolist() == [10, 20, 30]
+    assert [str(v) for v in t3["condition"]] == ["ctrl"] * 3
+
+
+def test_concat_of_fractal_and_ngio_tables_keeps_one_meaning_per_column(fractal_plate, tmp_path):
+    _quiet()
+    dt = xr.open_datatree(fractal_plate, engine="ome-hcs")
+    cells = dt.hcs.concat_tables("nuclei")
+    assert list(cells.columns[:4]) == ["row", "column", "field", "label"]
+    assert "index" not in cells.columns
+    assert cells["label"].tolist() == [1, 2, 3, 1, 2, 3, 4]
+    assert cells.groupby("column")["area"].sum().to_dict() == {"03": 60.0, "04": 220.0}
+    per = cells.groupby("column")["condition"].agg(lambda s: sorted(set(map(str, s))))
+    assert per.to_dict() == {"03": ["ctrl"], "04": ["drug"]}
+    plate = dt.hcs.table("", "condition")
+    assert [str(v) for v in plate["drug"]] == ["DMSO", "taxol"]
+    assert plate["concentration_uM"].tolist() == [0.0, 5.0]
+    for v in ("0.4", "0.5"):
+        dt.hcs.to_zarr(tmp_path / f"{v}.zarr", ngff_version=v)
+        back = xr.open_datatree(tmp_path / f"{v}.zarr", engine="ome-hcs")
+        again = back.hcs.concat_tables("nuclei")
+        pd.testing.assert_frame_equal(again.astype(str), cells.astype(str))
+        assert [str(x) for x in back.hcs.table("", "condition")["drug"]] == ["DMSO", "taxol"]
+
+
+def test_concat_of_tables_with_different_index_keys_gives_each_its_column(ngio_plate):
+    """Two tables of one name indexed by different keys: each key is a column of its own
+    (empty for the other table's rows), never one column with two meanings."""
+    dt = xr.open_datatree(ngio_plate, engine="ome-hcs")
+    fps = dt.hcs.field_paths[:2]
+    a = pd.DataFrame({"area": [1.0, 2.0]}, index=pd.Index([1, 2], name="label"))
+    b = pd.DataFrame({"area": [3.0]}, index=pd.Index(["cell9"], name="cell_id"))
+    dt = dt.hcs.add_table(fps[0], "mix", a).hcs.add_table(fps[1], "mix", b)
+    out = dt.hcs.concat_tables("mix", strict=False)
+    assert out["label"].tolist()[:2] == [1, 2] and pd.isna(out["label"].iloc[2])
+    assert pd.isna(out["cell_id"].iloc[0]) and out["cell_id"].iloc[2] == "cell9"
+    clash = pd.DataFrame({"row": ["Z"], "area": [1.0]}, index=pd.Index([1], name="label"))
+    dt2 = dt.hcs.add_table(fps[0], "clash", clash).hcs.add_table(fps[1], "clash", clash)
+    with pytest.raises(HcsTableError, match="column 'row'"):
+        dt2.hcs.concat_tables("clash", strict=False)

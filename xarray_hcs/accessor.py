@@ -170,7 +170,7 @@ class HcsAccessor:
     # -- plate-wide arrays -------------------------------------------------------------------
 
     def stack(self, level: int | str = 0, variable: str = "image", pad: bool = False,
-              channels: str = "exact") -> xr.DataArray:
+              channels: str = "exact", chunks: Any = None) -> xr.DataArray:
         """Every field of one level as one lazy array ``(well, field, <image dims>)``.
 
         The same array and coordinates however the tree was opened (lazily, with
@@ -191,6 +191,11 @@ class HcsAccessor:
             ``"union"`` aligns them by label: the channels are the union of all labels, a
             channel a field lacks reads as the fill value and ``channel_present``
             ``(well, field, c)`` is False there.
+        chunks
+            ``None`` (default): dask if the tree's arrays are dask arrays, else lazy.
+            ``{}``: dask, a block per well on the fields' stored chunks; ``-1``, ``"auto"``
+            or ``{"well": 8, ...}`` as dask understands them. Always one graph layer for
+            the plate's own arrays.
 
         Returns
         -------
@@ -200,8 +205,7 @@ class HcsAccessor:
             ``(well, field)`` (wells with fewer fields are filled with the fill value where
             ``present`` is False); the image's physical coordinates, shared when all fields
             sit on one grid, else relative with ``<dim>_origin`` per field; channel labels.
-            Nothing is read: it is lazy; a dask array of one layer if the tree's arrays are
-            dask arrays, else ``.chunk()`` gives one.
+            Nothing is read: it is lazy (see ``chunks``).
 
         Raises
         ------
@@ -217,7 +221,7 @@ class HcsAccessor:
         from .stack import stack_tree
 
         ds = stack_tree(self._tree, self.field_paths, self.wells, level, variable, pad=pad,
-                        channels=channels)  # type: ignore[arg-type]
+                        channels=channels, chunks=chunks)  # type: ignore[arg-type]
         return ds[variable]
 
     def map_fields(self, func: Any, level: int | str = 0, variable: str | None = "image",

@@ -165,12 +165,18 @@ def dask_array(backend: ZarrLevelArray, name_token: str, chunks: Any = None,
     return _graph_array(backend, _name(name_token, label), norm)
 
 
-def dask_chunked(backend: Any, name_token: str, chunks: tuple[int, ...], label: str = ""
-                 ) -> Any:
+def dask_chunked(backend: Any, name_token: str, chunks: Any, label: str = "") -> Any:
     """A one-layer dask array over any of our lazy arrays (``shape``, ``dtype``,
-    ``read_inline``, ``_getitem``) in blocks of ``chunks`` (edges per dimension)."""
-    return _graph_array(backend, _name(name_token, label),
-                        _stored_chunks(tuple(backend.shape), tuple(chunks)))
+    ``read_inline``, ``_getitem``) in blocks of ``chunks``: edges per dimension, or
+    anything ``dask.array.normalize_chunks`` accepts."""
+    from dask.array.core import normalize_chunks
+
+    shape = tuple(backend.shape)
+    if isinstance(chunks, tuple) and all(isinstance(c, int) and c > 0 for c in chunks):
+        norm = _stored_chunks(shape, chunks)
+    else:
+        norm = normalize_chunks(chunks, shape=shape, dtype=backend.dtype)
+    return _graph_array(backend, _name(name_token + repr(norm), label), norm)
 
 
 @lru_cache(maxsize=256)

@@ -22,7 +22,8 @@ from .tree import OpenOptions
 
 __all__ = ["OmeHcsBackendEntrypoint"]
 
-_PARAMS = ("level", "pad", "channels", "acquisition", "wells", "fields", "levels", "labels", "tables",
+_PARAMS = ("level", "pad", "channels", "acquisition", "wells", "fields", "levels", "labels",
+           "tables",
            "storage_options",
            "consolidated", "validate", "on_missing", "group", "drop_variables")
 

@@ -280,7 +280,7 @@ def _labelled(keys: list[tuple[str, str, str, int | None]], blocks: list[_Block]
         front[distinct[0]] = orig.to_numpy()
     else:
         values = orig.to_numpy()
-        for k, name in enumerate(distinct):
+        for name in distinct:
             mine = np.isin(row_name, [i for i, n in enumerate(index_names) if n == name])
             col = (body[name].to_numpy(dtype=object, copy=True) if name in body.columns
                    else np.full(len(body), None, dtype=object))

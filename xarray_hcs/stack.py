@@ -637,14 +637,27 @@ def _dask_assembly(plan: StackPlan, entries: Sequence[FieldEntry], sources: Sequ
     return da.stack(rows)
 
 
+def _dask_chunks(chunks: Any, dims: tuple[str, ...], preferred: tuple[int, ...]) -> Any:
+    """``chunks`` (``{}``, ``-1``, ``"auto"``, a dict by dimension name) for dask."""
+    if isinstance(chunks, dict):
+        unknown = set(chunks) - set(dims)
+        if unknown:
+            raise HcsSelectionError(f"chunks names dimensions {sorted(unknown)} the stack "
+                                    f"does not have (it has {list(dims)})", None)
+        return tuple(chunks.get(d, c) for d, c in zip(dims, preferred, strict=True))
+    return chunks
+
+
 def stacked_dataset(entries: Sequence[FieldEntry], wells: Sequence[str], var_name: str,
                     where: str, *, pad: bool = False, channels: Channels = "exact",
-                    attrs: dict[str, Any] | None = None) -> xr.Dataset:
+                    chunks: Any = None, attrs: dict[str, Any] | None = None) -> xr.Dataset:
     """The stacked Dataset of ``entries`` (fields in well order); see :func:`plan_stack`.
 
-    The result is lazy either way: a dask array of one layer if the fields were dask arrays
-    (``chunks=`` when opening, :func:`~xarray_hcs.open_plate`), else an xarray lazy array
-    that ``.chunk()`` turns into one layer. Fields that are dask graphs of the user's own
+    The result is lazy either way. ``chunks=None`` follows the fields: a dask array of one
+    layer if they were dask arrays (``chunks=`` when opening,
+    :func:`~xarray_hcs.open_plate`), else an xarray lazy array. ``chunks={}`` (a block per
+    well, the fields' stored chunks), ``-1``, ``"auto"`` or a dict by dimension make it a
+    dask array of one layer in any case. Fields that are dask graphs of the user's own
     (computed, edited) are stacked with dask operations.
     """
     plan = plan_stack(entries, wells, pad=pad, channels=channels, where=where)
@@ -661,16 +674,20 @@ def stacked_dataset(entries: Sequence[FieldEntry], wells: Sequence[str], var_nam
             sources.append(None)
         else:
             sources.append(VariableSource(e.variable))
-    chunks = _image_chunks(entries[0], plan.shape)
-    full_chunks = (1, plan.n_fields, *chunks)
+    image_chunks = _image_chunks(entries[0], plan.shape)
+    full_chunks = (1, plan.n_fields, *image_chunks)
     full_dims = ("well", "field", *plan.dims)
+    wanted = None if chunks is None else _dask_chunks(chunks, full_dims, full_chunks)
     if generic:
         data = _dask_assembly(plan, entries, sources)
+        if wanted is not None:
+            data = data.rechunk(wanted)
     else:
         stacked = StackedLevelArray(plan, sources)
-        if dask_in:
-            token = _token(plan, sources, chunks) or uuid.uuid4().hex
-            data = dask_chunked(stacked, token, full_chunks, label="stack")
+        if dask_in or wanted is not None:
+            token = _token(plan, sources, image_chunks) or uuid.uuid4().hex
+            data = dask_chunked(stacked, token, full_chunks if wanted is None else wanted,
+                                label="stack")
         else:
             data = indexing.LazilyIndexedArray(stacked)
     # a dask block holds all fields of one well: the natural unit of screening analysis, and
@@ -728,7 +745,7 @@ def field_entry(tree: xr.DataTree, fp: str, level: int | str, var_name: str
 
 def stack_tree(tree: xr.DataTree, field_paths: Sequence[str], wells: Sequence[str],
                level: int | str = 0, var_name: str = "image", pad: bool = False,
-               channels: Channels = "exact") -> xr.Dataset:
+               channels: Channels = "exact", chunks: Any = None) -> xr.Dataset:
     """The stacked Dataset of the given fields of ``tree`` (see :func:`stacked_dataset`)."""
     entries = []
     names = set()
@@ -737,4 +754,5 @@ def stack_tree(tree: xr.DataTree, field_paths: Sequence[str], wells: Sequence[st
         entries.append(entry)
         names.add(lname)
     where = f"level {sorted(names)[0]!r}" if len(names) == 1 else f"levels {sorted(names)}"
-    return stacked_dataset(entries, wells, var_name, where, pad=pad, channels=channels)
+    return stacked_dataset(entries, wells, var_name, where, pad=pad, channels=channels,
+                           chunks=chunks)

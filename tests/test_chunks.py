@@ -1,4 +1,6 @@
-"""The direct chunk reader gives exactly what zarr gives, or steps aside (None)."""
+"""Our chunk reader gives exactly what zarr gives (every selection, codec, sharding, absent
+chunks), locally in the calling thread and through the store; or steps aside (None) for the
+codecs only zarr applies. The writer's chunks read in zarr."""
 
 from __future__ import annotations
 
@@ -8,16 +10,17 @@ import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xarray_hcs._chunks import ChunkReader
-from xarray_hcs.store import open_store
+from xarray_hcs.store import open_store, run_sync
 
 CODECS_V3 = [None, {"name": "zstd", "configuration": {"level": 1}},
              {"name": "gzip", "configuration": {"level": 1}},
              {"name": "blosc", "configuration": {"cname": "lz4", "clevel": 3,
-                                                 "shuffle": "shuffle", "typesize": 2}}]
+                                                 "shuffle": "shuffle", "typesize": 2}},
+             [{"name": "zstd", "configuration": {"level": 1}}, {"name": "crc32c"}]]
 CODECS_V2 = [None, {"id": "zstd", "level": 1}, {"id": "blosc", "cname": "lz4", "clevel": 5,
                                                  "shuffle": 1}, {"id": "zlib", "level": 1},
-             {"id": "gzip", "level": 1}]
+             {"id": "gzip", "level": 1}, {"id": "lz4"}, {"id": "bz2", "level": 1},
+             {"id": "lzma"}]
 
 
 @st.composite
@@ -29,65 +32,89 @@ def arrays(draw):
     fmt = draw(st.sampled_from([2, 3]))
     codec = draw(st.sampled_from(CODECS_V3 if fmt == 3 else CODECS_V2))
     sep = draw(st.sampled_from(["/", "."]))
+    shards = None
+    if fmt == 3 and draw(st.booleans()):  # shards of 1-2 chunks per axis
+        shards = tuple(c * draw(st.integers(1, 2)) for c in chunks)
+    order = draw(st.sampled_from(["C", "F"])) if fmt == 2 else "C"
     sel = []
     for n in shape:
-        if draw(st.booleans()):
+        kind = draw(st.integers(0, 3))
+        if kind == 0:
             sel.append(draw(st.integers(-n, n - 1)))
-        else:
+        elif kind == 1:
             a = draw(st.integers(0, n))
             sel.append(slice(a, draw(st.integers(a, n))))
-    return shape, chunks, dtype, fmt, codec, sep, tuple(sel)
+        elif kind == 2:
+            sel.append(slice(draw(st.integers(0, n - 1)), None, draw(st.integers(1, 3))))
+        else:
+            sel.append(np.array(draw(st.lists(st.integers(0, n - 1), min_size=1,
+                                              max_size=4))))
+    absent = draw(st.booleans())  # leave some chunks unwritten: they read as the fill value
+    return shape, chunks, dtype, fmt, codec, sep, tuple(sel), shards, order, absent
 
 
 def _create(path, spec) -> zarr.Array:
     """An empty zarr array as ``spec`` describes it (big-endian dtypes via the serializer)."""
-    shape, chunks, dtype, fmt, codec, sep, _ = spec
+    shape, chunks, dtype, fmt, codec, sep, _, shards, order, _ = spec
     g = zarr.open_group(path, mode="w", zarr_format=fmt)
     kw = {}
     if fmt == 3:
         if dtype.startswith(">"):
             kw["serializer"] = {"name": "bytes", "configuration": {"endian": "big"}}
             dtype = dtype.replace(">", "")
-        kw["compressors"] = [codec] if codec else None
+        kw["compressors"] = (codec if isinstance(codec, list) else [codec]) if codec else None
         kw["chunk_key_encoding"] = {"name": "default", "configuration": {"separator": sep}}
+        if shards is not None:
+            kw["shards"] = shards
     else:
         kw["compressors"] = codec
         kw["chunk_key_encoding"] = {"name": "v2", "separator": sep}
-    return g.create_array("a", shape=shape, chunks=chunks, dtype=dtype, fill_value=0, **kw)
+        kw["order"] = order
+    return g.create_array("a", shape=shape, chunks=chunks, dtype=dtype, fill_value=3, **kw)
 
 
-@settings(max_examples=150, deadline=None,
+def _outer(a: zarr.Array, sel: tuple) -> np.ndarray:
+    return np.asarray(a.oindex[sel])
+
+
+@settings(max_examples=200, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(arrays())
 def test_reader_matches_zarr(tmp_path_factory, spec):
-    shape, chunks, dtype, fmt, codec, sep, sel = spec
+    shape, chunks, dtype, fmt, codec, sep, sel, shards, order, absent = spec
     path = tmp_path_factory.mktemp("a") / "g.zarr"
     a = _create(path, spec)
-    data = (np.arange(np.prod(shape)).reshape(shape) % 251 + 1).astype(a.dtype)  # no fill chunks
-    a[...] = data
+    data = (np.arange(np.prod(shape)).reshape(shape) % 251 + 5).astype(a.dtype)
+    if absent:
+        a[tuple(slice(0, c) for c in chunks)] = data[tuple(slice(0, c) for c in chunks)]
+    else:
+        a[...] = data
     ps = open_store(path)
-    from xarray_hcs.store import run_sync
-
     info = run_sync(ps.array_info("a"))
-    reader = ChunkReader.for_array(str(path / "a"), info.doc, fmt)
-    assert reader is not None, (fmt, codec)
-    got = reader.read(sel)
-    np.testing.assert_array_equal(got, a[sel])
-    assert got.dtype == data.dtype.newbyteorder("=") or got.dtype == data.dtype
+    from xarray_hcs.arrays import ZarrLevelArray
+
+    backend = ZarrLevelArray(ps, info)
+    assert backend.reader is not None, (fmt, codec, shards)
+    want = _outer(zarr.open_array(path / "a", mode="r"), sel)
+    got = backend.read_inline(sel)  # local: in this thread
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == info.dtype and got.dtype.isnative
+    np.testing.assert_array_equal(run_sync(backend.reader.aread(sel)), want)  # through the store
 
 
-def test_reader_steps_aside(tmp_path):
+def test_reader_steps_aside_for_codecs_only_zarr_applies(tmp_path):
     g = zarr.open_group(tmp_path / "g.zarr", mode="w", zarr_format=3)
-    sharded = g.create_array("s", shape=(8, 8), chunks=(2, 2), shards=(4, 4), dtype="u1")
-    info_doc = sharded.metadata.to_dict()
-    assert ChunkReader.for_array(str(tmp_path / "g.zarr/s"), info_doc, 3) is None
-    plain = g.create_array("p", shape=(4, 4), chunks=(2, 2), dtype="u1", fill_value=7)
-    plain[:2, :2] = 1
-    reader = ChunkReader.for_array(str(tmp_path / "g.zarr/p"), plain.metadata.to_dict(), 3)
-    assert reader.read((slice(0, 2), slice(0, 2))).tolist() == [[1, 1], [1, 1]]
-    assert reader.read((slice(None), slice(None))) is None  # absent chunks: zarr decides
-    assert reader.read((np.array([0, 1]), slice(None))) is None  # fancy: zarr decides
-    assert reader.read((slice(0, 4, 2), slice(None))) is None
+    t = g.create_array("t", shape=(4, 6), chunks=(2, 3), dtype="u2", fill_value=0,
+                       filters=[{"name": "transpose", "configuration": {"order": [1, 0]}}])
+    t[...] = np.arange(24).reshape(4, 6)
+    ps = open_store(tmp_path / "g.zarr")
+    info = run_sync(ps.array_info("t"))
+    assert info.format is None
+    from xarray_hcs.arrays import ZarrLevelArray
+
+    backend = ZarrLevelArray(ps, info)
+    np.testing.assert_array_equal(backend._getitem((slice(None), slice(1, 5))),
+                                  np.arange(24).reshape(4, 6)[:, 1:5])
 
 
 @pytest.mark.parametrize("version", ["0.4", "0.5"])
@@ -100,7 +127,7 @@ def test_plate_reads_use_the_reader_and_agree(fresh_plate, version):
     for fp in dt.hcs.field_paths[:3]:
         var = dt[f"{fp}/0"]["image"].variable
         backend = var._data.array
-        assert backend.reader is not None
+        assert backend.reader is not None and backend.reader.local is not None
         np.testing.assert_array_equal(var.values, root[f"{fp}/0"][...])
 
 
@@ -112,12 +139,14 @@ def test_writer_output_reads_in_zarr(tmp_path_factory, spec, with_fill):
 
     from xarray_hcs._chunks import ChunkWriter
 
-    shape, chunks, dtype, fmt, codec, sep, _ = spec
+    shape, chunks, dtype, fmt, codec, sep, _, shards, order, _ = spec
+    if shards is not None:
+        return  # the writer writes unsharded arrays (ours)
     path = tmp_path_factory.mktemp("w") / "g.zarr"
     a = _create(path, spec)
     data = (np.arange(np.prod(shape)).reshape(shape) % 7).astype(a.dtype)
     if with_fill:
-        data[tuple(slice(0, c) for c in chunks)] = 0  # a chunk of fill values: not written
+        data[tuple(slice(0, c) for c in chunks)] = 3  # a chunk of fill values: not written
     writer = ChunkWriter.for_array(str(path / "a"), a.metadata.to_dict(), fmt)
     assert writer is not None
     da.store(da.from_array(data, chunks=chunks), writer, lock=False)

@@ -1,9 +1,11 @@
 """Lazy arrays over zarr: an xarray ``BackendArray`` and cheap, path-named dask arrays.
 
-The zarr array object is created on first access from the metadata document read while
-opening, so opening a plate costs no per-array store read and no per-array zarr parsing, and
-the wrapper pickles small (store + path + document) for ``dask.distributed`` workers, which
-re-create the zarr array on their side.
+Chunks are read by our own reader (:class:`._chunks.ArrayReader`): in the calling thread for
+local plates, concurrently through the store for any other, bounded and checked either way.
+Arrays whose codecs only zarr applies (a transpose, filters) are read through a zarr array
+created on first access from the metadata document read while opening, so opening a plate
+costs no per-array store read and no per-array zarr parsing. The wrapper pickles small
+(store + path + document) for ``dask.distributed`` workers, which read on their side.
 """
 
 from __future__ import annotations
@@ -20,14 +22,22 @@ import zarr
 from xarray.backends import BackendArray
 from xarray.core import indexing
 
-from ._chunks import ChunkReader
-from .store import ArrayInfo, PlateStore
+from ._chunks import ArrayReader
+from .errors import HcsError, HcsReadError
+from .store import ArrayInfo, PlateStore, join_path, run_sync
 
-__all__ = ["ZarrLevelArray", "dask_array", "dask_chunked"]
+__all__ = ["ZarrLevelArray", "dask_array", "dask_chunked", "read_error_of"]
+
+
+def read_error_of(e: BaseException, where: str) -> HcsError:
+    """An error of zarr's own read path as an :class:`HcsError` naming the array."""
+    if isinstance(e, HcsError):
+        return e
+    return HcsReadError(f"cannot be read ({type(e).__name__}: {e})", where)
 
 
 class ZarrLevelArray(BackendArray):
-    """One level (or label level) array of a plate, read through zarr on demand."""
+    """One level (or label level) array of a plate, read on demand."""
 
     __slots__ = ("_array", "_lock", "_reader", "info", "plate_store", "shape", "dtype")
 
@@ -37,7 +47,7 @@ class ZarrLevelArray(BackendArray):
         self.shape = info.shape
         self.dtype = info.dtype
         self._array: zarr.Array | None = None
-        self._reader: ChunkReader | None | bool = False  # False: not looked at yet
+        self._reader: ArrayReader | None | bool = False  # False: not looked at yet
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -45,6 +55,12 @@ class ZarrLevelArray(BackendArray):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["plate_store"], state["info"])  # type: ignore[misc]
+
+    @property
+    def where(self) -> str:
+        ps = self.plate_store
+        rel = self.info.path[len(ps.root) + 1:] if ps.root else self.info.path
+        return ps.where(rel)
 
     @property
     def array(self) -> zarr.Array:
@@ -63,27 +79,50 @@ class ZarrLevelArray(BackendArray):
             key, self.shape, indexing.IndexingSupport.OUTER, self._getitem)
 
     @property
-    def reader(self) -> ChunkReader | None:
-        """The direct chunk reader, for local arrays whose codecs it knows; else None."""
+    def reader(self) -> ArrayReader | None:
+        """Our chunk reader, for arrays whose codecs it knows; else None (zarr reads)."""
         if self._reader is False:
-            root = self.plate_store.local_root
-            self._reader = None if root is None else ChunkReader.for_array(
-                os.path.join(root, self.info.path), self.info.doc, self.info.zarr_format)
+            fmt = self.info.format
+            ps = self.plate_store
+            if fmt is None:
+                self._reader = None
+            else:
+                root = ps.local_root
+                path = self.info.path
+
+                async def fetch(key: str, limit: int, byte_range: Any) -> bytes | None:
+                    return await ps.read_bytes(join_path(path, key), limit, byte_range)
+
+                self._reader = ArrayReader(
+                    fmt, self.where, local=None if root is None else os.path.join(root, path),
+                    fetch=fetch)
         return self._reader  # type: ignore[return-value]
 
     def read_inline(self, key: tuple[Any, ...]) -> np.ndarray | None:
-        """``key`` read in this thread without zarr's event loop, or None if that cannot be."""
+        """``key`` read in this thread (local plates), or None if that cannot be."""
         reader = self.reader
-        return None if reader is None else reader.read(key)
+        return None if reader is None or reader.local is None else reader.read(key)
+
+    async def aread(self, key: tuple[Any, ...]) -> np.ndarray:
+        """``key`` read concurrently through the store (any store)."""
+        reader = self.reader
+        if reader is not None:
+            return await reader.aread(key)
+        aa = self.array._async_array
+        try:
+            if all(isinstance(k, slice | int | np.integer) for k in key):
+                out = await aa.getitem(key)
+            else:
+                out = await aa.get_orthogonal_selection(key)
+        except Exception as e:  # noqa: BLE001  zarr's codecs raise many kinds on bad data
+            raise read_error_of(e, self.where) from None
+        return np.asarray(out).astype(self.dtype, copy=False)
 
     def _getitem(self, key: tuple[Any, ...]) -> np.ndarray:
         out = self.read_inline(key)
         if out is not None:
             return out
-        arr = self.array
-        if any(not isinstance(k, slice | int | np.integer) for k in key):
-            return np.asarray(arr.oindex[key])
-        return np.asarray(arr[key])
+        return run_sync(self.aread(key))
 
 
 class _DaskSource:

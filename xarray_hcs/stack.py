@@ -541,15 +541,7 @@ def _mapped_read(slot: _Slot, key: tuple[Any, ...], full: tuple[int, ...],
 async def _read_all(arrays: Sequence[ZarrLevelArray], key: tuple[Any, ...]) -> list[Any]:
     import asyncio
 
-    basic = all(isinstance(k, slice | int | np.integer) for k in key)
-
-    async def one(a: ZarrLevelArray) -> Any:
-        aa = a.array._async_array
-        if basic:
-            return await aa.getitem(key)
-        return await aa.get_orthogonal_selection(key)
-
-    return await asyncio.gather(*(one(a) for a in arrays))
+    return await asyncio.gather(*(a.aread(key) for a in arrays))
 
 
 def _outer_shape(full: tuple[int, ...], key: tuple[Any, ...]) -> tuple[int, ...]:

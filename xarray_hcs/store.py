@@ -22,7 +22,8 @@ from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from ._chunks import parse_fill_value
+from ._chunks import read_regular
+from ._codecs import MAX_DOCUMENT_BYTES, parse_fill_value
 from .errors import (
     HcsError,
     HcsMetadataError,
@@ -96,73 +97,48 @@ class ArrayInfo:
     #: the fill value as a numpy scalar of ``dtype`` (missing chunks read as it); None if
     #: the document states none or one of a kind not parsed here (strings)
     fill_value: Any = None
+    #: how its chunks are named and decoded (:mod:`._codecs`); None: only zarr can
+    format: Any = None
+
+    @property
+    def read_chunks(self) -> tuple[int, ...]:
+        """The chunks a write should use: the inner chunks of a sharded array."""
+        return self.format.read_chunks if self.format is not None else self.chunks
 
 
 def _parse_array_doc(doc: Any, zarr_format: int, path: str, where: str) -> ArrayInfo:
-    """``path`` is the array's key in the store, ``where`` how messages name it."""
+    """``path`` is the array's key in the store, ``where`` how messages name it. Every value
+    of the document is checked here (:func:`._codecs.chunk_format`), once, when it is read."""
+    from ._codecs import chunk_format, v2_dtype, v3_dtype
+
     if not isinstance(doc, dict):
         raise HcsMetadataError("array metadata must be a JSON object", where)
-    try:
-        shape = tuple(int(s) for s in doc["shape"])
+    if zarr_format == 3 and doc.get("node_type") != "array":
+        raise HcsMetadataError(f"expected an array, found a {doc.get('node_type')!r}", where)
+    fmt = chunk_format(doc, zarr_format, where)
+    if fmt is not None:
+        shape, chunks, dtype, fill = fmt.shape, fmt.chunks, fmt.native, fmt.fill
+    else:  # codecs only zarr applies: the document's numbers were still checked
+        shape = tuple(doc["shape"])
         if zarr_format == 3:
-            if doc.get("node_type") != "array":
-                raise HcsMetadataError(f"expected an array, found a {doc.get('node_type')}",
-                                       where)
-            grid = doc["chunk_grid"]
-            if grid.get("name") != "regular":
-                raise HcsMetadataError(f"unsupported chunk grid {grid.get('name')!r}", where)
-            # the outer grid: with sharding these are the shards, the unit of I/O we want
-            chunks = tuple(int(c) for c in grid["configuration"]["chunk_shape"])
-            dtype = _v3_dtype(doc["data_type"], where, doc)
-            dim_names = doc.get("dimension_names")
-            dims = tuple(dim_names) if isinstance(dim_names, list) else None
+            chunks = tuple(doc["chunk_grid"]["configuration"]["chunk_shape"])
+            dtype = v3_dtype(doc["data_type"], where, doc)
         else:
-            chunks = tuple(int(c) for c in doc["chunks"])
-            dtype = np.dtype(_v2_dtype(doc["dtype"]))
-            arr_dims = doc.get("attributes", {}).get("_ARRAY_DIMENSIONS")
-            dims = tuple(arr_dims) if isinstance(arr_dims, list) else None
-    except HcsError:
-        raise
-    except (KeyError, TypeError, ValueError) as e:
-        raise HcsMetadataError(f"malformed zarr v{zarr_format} array metadata ({e!r})",
-                               where) from None
-    if len(chunks) != len(shape):
-        raise HcsMetadataError(f"chunk shape {chunks} does not match array shape {shape}",
-                               where)
-    try:
-        fill = parse_fill_value(doc.get("fill_value"), dtype, zarr_format)
-    except ValueError as e:
-        raise HcsMetadataError(str(e), where) from None
-    return ArrayInfo(path, shape, dtype, chunks, zarr_format, doc, dims, fill)
-
-
-def _v2_dtype(d: Any) -> Any:
-    if isinstance(d, list):
-        return [tuple(x) for x in d]
-    return d
-
-
-def _v3_dtype(d: Any, path: str, doc: dict[str, Any] | None = None) -> np.dtype:
-    if d == "string":  # variable-length strings (table columns): Python objects in numpy
-        return np.dtype(object)
-    if isinstance(d, str):
+            chunks = tuple(doc["chunks"])
+            dtype = v2_dtype(doc["dtype"], where)
+        dtype = dtype if dtype.kind == "O" else dtype.newbyteorder("=")
         try:
-            return np.dtype(d)
-        except TypeError:
-            pass
-    # extension data types: let zarr itself decide
-    from zarr.core.metadata.v3 import ArrayV3Metadata
-
-    try:
-        if doc is not None:  # the array's own document: its codecs suit its data type
-            return ArrayV3Metadata.from_dict(dict(doc)).dtype.to_native_dtype()
-        return ArrayV3Metadata.from_dict(
-            {"zarr_format": 3, "node_type": "array", "shape": [1], "data_type": d,
-             "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1]}},
-             "chunk_key_encoding": {"name": "default"}, "fill_value": None,
-             "codecs": [{"name": "bytes"}]}).dtype.to_native_dtype()
-    except Exception as e:  # zarr raises many kinds here
-        raise HcsMetadataError(f"unsupported zarr data type {d!r} ({e})", path) from None
+            fill = parse_fill_value(doc.get("fill_value"), dtype, zarr_format)
+        except ValueError as e:
+            raise HcsMetadataError(str(e), where) from None
+    if zarr_format == 3:
+        names = doc.get("dimension_names")
+        dims = tuple(names) if isinstance(names, list) else None
+    else:
+        attrs = doc.get("attributes")
+        arr_dims = attrs.get("_ARRAY_DIMENSIONS") if isinstance(attrs, dict) else None
+        dims = tuple(arr_dims) if isinstance(arr_dims, list) else None
+    return ArrayInfo(path, shape, dtype, chunks, zarr_format, doc, dims, fill, fmt)
 
 
 class PlateStore:
@@ -235,27 +211,61 @@ class PlateStore:
 
     # -- raw documents ------------------------------------------------------------------
 
-    async def _get(self, key: str) -> bytes | None:
+    def _rel(self, key: str) -> str:
+        return key[len(self.root) + 1:] if self.root and key.startswith(self.root) else key
+
+    async def read_bytes(self, key: str, limit: int, byte_range: Any = None) -> bytes | None:
+        """The bytes at ``key`` (a store key), None if absent; at most ``limit`` of them.
+
+        Bounded everywhere: local files are read only if regular (never a FIFO or a device)
+        and no larger than ``limit``; zip members are checked against their declared size
+        before they are inflated; other stores are asked for at most ``limit + 1`` bytes.
+        Any failure is an :class:`HcsReadError` naming the key.
+        """
+        where = self.where(self._rel(key))
         if self._local_root is not None:
-            try:
-                with open(os.path.join(self._local_root, key), "rb") as f:
-                    return f.read()
-            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-                return None
-            except OSError as e:
-                rel = key[len(self.root) + 1:] if self.root else key
-                raise read_error(e, self.where(rel)) from e
+            path = os.path.join(self._local_root, key)
+            if byte_range is None:
+                return read_regular(path, limit, where)
+            from ._chunks import _read_range
+
+            start = -byte_range.suffix if hasattr(byte_range, "suffix") else byte_range.start
+            length = byte_range.suffix if hasattr(byte_range, "suffix") else (
+                byte_range.end - byte_range.start)
+            return _read_range(path, start, length, where)
+        if byte_range is None:
+            zf = getattr(self.store, "_zf", None)  # a zip: members say their size
+            if zf is not None:
+                try:
+                    size = zf.getinfo(key).file_size
+                except KeyError:
+                    return None
+                if size > limit:
+                    raise HcsReadError(f"holds {size} bytes, more than the {limit} it can "
+                                       "hold", where)
+            else:
+                from zarr.abc.store import RangeByteRequest
+
+                byte_range = RangeByteRequest(0, limit + 1)
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(MAX_CONCURRENT_READS)
         async with self._semaphore:
             try:
-                buf = await self.store.get(key, prototype=default_buffer_prototype())
+                buf = await self.store.get(key, prototype=default_buffer_prototype(),
+                                           byte_range=byte_range)
             except FileNotFoundError:
                 return None
-            except Exception as e:  # network stacks raise their own types: name the key
-                rel = key[len(self.root) + 1:] if self.root else key
-                raise read_error(e, self.where(rel)) from e
-        return None if buf is None else buf.to_bytes()
+            except Exception as e:  # noqa: BLE001  stores raise their own kinds: name the key
+                raise read_error(e, where) from e
+        if buf is None:
+            return None
+        data = buf.to_bytes()
+        if len(data) > limit:
+            raise HcsReadError(f"holds more than the {limit} bytes it can hold", where)
+        return data
+
+    async def _get(self, key: str, limit: int = MAX_DOCUMENT_BYTES) -> bytes | None:
+        return await self.read_bytes(key, limit)
 
     async def _get_json(self, key: str) -> Any | None:
         raw = await self._get(key)
@@ -263,9 +273,10 @@ class PlateStore:
             return None
         try:
             return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            rel = key[len(self.root) + 1:] if self.root else key
-            raise HcsMetadataError(f"is not valid JSON ({e})", self.where(rel)) from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            msg = "is nested too deeply" if isinstance(e, RecursionError) else f"({e})"
+            raise HcsMetadataError(f"is not valid JSON {msg}", self.where(self._rel(key))
+                                   ) from None
 
     def _consolidated_doc(self, path: str, kind: str) -> tuple[bool, Any]:
         """(known?, doc) without a read: from the probe or consolidated metadata."""
@@ -380,22 +391,14 @@ def read_error(e: BaseException, where: str) -> HcsError:
     return HcsReadError(f"cannot be read ({type(e).__name__}: {e})", where)
 
 
-async def _probe(store: Store, root: str) -> dict[str, Any | None]:
+async def _probe(store: Store, root: str, source: str) -> dict[str, Any | None]:
     keys = ["zarr.json", ".zattrs", ".zgroup", ".zmetadata"]
     if not store._is_open:  # stores made by hand (ZipStore, ...) open on first use
         await store._open()
+    reader = PlateStore(store, root, 0, source)  # bounded, checked reads of the root's docs
 
     async def get(k: str) -> Any | None:
-        try:
-            buf = await store.get(join_path(root, k), prototype=default_buffer_prototype())
-        except FileNotFoundError:
-            return None
-        if buf is None:
-            return None
-        try:
-            return json.loads(buf.to_bytes())
-        except ValueError as e:
-            raise HcsMetadataError(f"is not valid JSON ({e})", join_path(root, k)) from None
+        return await reader._get_json(join_path(root, k))
 
     # zarr v3 first: one read answers for v3 stores (consolidated metadata included)
     v3 = await get("zarr.json")
@@ -489,7 +492,7 @@ def open_store(obj: Any, storage_options: dict[str, Any] | None = None,
         raise TypeError(f"cannot open a plate from {type(obj).__name__}: pass a path, URL, "
                         "zarr Store or zarr Group")
     try:
-        probe = run_sync(_probe(store, root))
+        probe = run_sync(_probe(store, root, source))
     except HcsError:
         raise
     except Exception as e:

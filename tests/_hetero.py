@@ -225,12 +225,10 @@ class Expected:
     sizes: dict[str, np.ndarray]
 
 
-def expected_stack(spec: PlateSpec, wells: list[str], *, pad: bool, union: bool,
-                   no_fill: frozenset[str] = frozenset()) -> Expected:
-    """The stacked view of ``wells`` (in plate order) at level 0, or ``Refused``.
-
-    ``no_fill``: fields whose arrays were replaced by computed ones (they carry no fill
-    value: padding and missing channels read 0 there)."""
+def expected_stack(spec: PlateSpec, wells: list[str], *, pad: bool, union: bool
+                   ) -> Expected:
+    """The stacked view of ``wells`` (in plate order) at level 0, or ``Refused``. Every field
+    pads with its array's fill value, also where its level was computed anew."""
     entries = [(w, f) for w in wells for f in spec.wells[w]]
     dtypes = {f.dtype for _, f in entries}
     if len(dtypes) > 1:
@@ -273,8 +271,7 @@ def expected_stack(spec: PlateSpec, wells: list[str], *, pad: bool, union: bool,
     nf = max(len(spec.wells[w]) for w in wells)
     nw = len(wells)
     nc = len(labels)
-    fills = {(w, f.path): (np.zeros((), dtype)[()] if f"{w}/{f.path}" in no_fill
-                           else _fill_scalar(f)) for w, f in entries}
+    fills = {(w, f.path): _fill_scalar(f) for w, f in entries}
     first_fill = fills[(entries[0][0], entries[0][1].path)]
     values = np.full((nw, nf, nc, *full_spatial), first_fill, dtype=dtype)
     field_paths = np.full((nw, nf), "", dtype=object)

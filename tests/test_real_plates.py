@@ -329,3 +329,243 @@ def test_stack_refuses_fields_of_different_axes(fresh_plate):
     with pytest.raises(HcsMetadataError, match=r"do not share the dimensions.*A/02/0 "
                                                r"\('C', 'Z', 'Y', 'X'\)"):
         dt.hcs.stack(0)
+
+
+# ------------------------------------------------------------ a new user's findings (#11)
+
+
+def _v05(path: Path, fields: dict, wells: list[str] | None = None) -> Path:
+    """A 0.5 plate of one well A/01 (and empty ``wells``) holding ``fields``:
+    ``{path: dict(data=(c, y, x) array, labels=[...] or None or [dicts], unit=, scale=,
+    translation=, fill=, levels=, dtype=)}``."""
+    root = zarr.open_group(path, mode="w", zarr_format=3)
+    all_wells = ["A/01", *(wells or [])]
+    rows = sorted({w.split("/")[0] for w in all_wells})
+    cols = sorted({w.split("/")[1] for w in all_wells})
+    root.attrs["ome"] = {"version": "0.5", "plate": {
+        "rows": [{"name": r} for r in rows], "columns": [{"name": c} for c in cols],
+        "wells": [{"path": w, "rowIndex": rows.index(w[0]), "columnIndex": cols.index(w[2:])}
+                  for w in all_wells]}}
+    for w in all_wells:
+        wg = root.require_group(w)
+        images = list(fields) if w == "A/01" else []
+        wg.attrs["ome"] = {"version": "0.5", "well": {"images": [{"path": p} for p in images]}}
+    well = root["A/01"]
+    for fp, f in fields.items():
+        g = well.create_group(fp)
+        data = f["data"]
+        datasets = []
+        for i in range(f.get("levels", 1)):
+            d = data[:, ::2 ** i, ::2 ** i]
+            a = g.create_array(str(i), shape=d.shape, dtype=d.dtype, fill_value=f.get("fill", 0),
+                               dimension_names=["c", "y", "x"])
+            a[...] = d
+            s = f.get("scale", 1.0) * 2 ** i
+            datasets.append({"path": str(i), "coordinateTransformations": [
+                {"type": "scale", "scale": [1, s, s]},
+                {"type": "translation", "translation": [0, *f.get("translation", (0, 0))]}]})
+        unit = f.get("unit", "micrometer")
+        axes = [{"name": "c", "type": "channel"}] + [
+            {"name": n, "type": "space", **({"unit": unit} if unit else {})} for n in "yx"]
+        ome = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": datasets}]}
+        labels = f.get("labels")
+        if labels is not None:
+            ome["omero"] = {"channels": [lab if isinstance(lab, dict) else {"label": lab}
+                                         for lab in labels]}
+        g.attrs["ome"] = ome
+    return path
+
+
+def test_positions_in_other_units_are_converted_exactly(tmp_path):
+    ones = np.ones((1, 4, 4), "uint16")
+    p = _v05(tmp_path / "u.zarr", {
+        "0": {"data": ones, "labels": ["DAPI"], "scale": 0.5, "translation": (100.0, 100.0)},
+        "1": {"data": ones, "labels": ["DAPI"], "unit": "nanometer", "scale": 500.0,
+              "translation": (300000.0, 100000.0)}})
+    st = xr.open_datatree(p, engine="ome-hcs").hcs.stack(0)
+    assert st["x"].attrs["units"] == st["y"].attrs["units"] == "micrometer"
+    # x: both at 100 micrometres, 0.5 apart (the second says so in nanometres): shared
+    np.testing.assert_allclose(st["x"].values, [100, 100.5, 101.0, 101.5])
+    assert "x_origin" not in st.coords
+    np.testing.assert_allclose(st["y"].values, [0, 0.5, 1.0, 1.5])  # y: 100 and 300 um
+    np.testing.assert_allclose(st["y_origin"].values, [[100.0, 300.0]])
+    q = _v05(tmp_path / "n.zarr", {"0": {"data": ones, "labels": ["DAPI"]},
+                                  "1": {"data": ones, "labels": ["DAPI"], "unit": None}})
+    with pytest.raises(HcsMetadataError, match=r"units that do not convert.*A/01/1 \(no unit\)"):
+        xr.open_datatree(q, engine="ome-hcs").hcs.stack(0)
+
+
+@pytest.mark.parametrize(("labels", "names"), [
+    ([{}, "c0"], ["c0_1", "c0"]),            # the unlabelled channel never takes "c0"
+    (["c1", {}], ["c1", "c1_1"]),
+    (["DAPI", "DAPI", "c1"], ["DAPI", "c1_1", "c1"]),  # a repeat never renames a real "c1"
+])
+def test_made_up_channel_names_never_take_a_written_one(tmp_path, labels, names):
+    data = np.stack([np.full((2, 2), 100 * (i + 1), "uint16") for i in range(len(labels))])
+    p = _v05(tmp_path / "c.zarr", {"0": {"data": data, "labels": labels}})
+    dt = xr.open_datatree(p, engine="ome-hcs")
+    assert dt["A/01/0"]["c"].values.tolist() == names
+    for i, name in enumerate(names):
+        assert int(dt.hcs.stack(0, channels="union").sel(c=name).max()) == 100 * (i + 1)
+
+
+def test_omero_of_another_channel_count_is_not_used(tmp_path):
+    data = np.stack([np.full((2, 2), v, "uint16") for v in (1, 2)])
+    p = _v05(tmp_path / "o.zarr", {"0": {"data": data, "labels": ["DAPI", "GFP", "RFP"]}})
+    with pytest.warns(xarray_hcs.HcsMetadataWarning, match="3 labels, 2 channels"):
+        dt = xr.open_datatree(p, engine="ome-hcs")
+    assert dt["A/01/0"]["c"].values.tolist() == ["c0", "c1"]
+    with pytest.raises(HcsMetadataError, match="omero lists 3 channels but the image has 2"):
+        xr.open_datatree(p, engine="ome-hcs", validate=True)
+
+
+def test_a_level_computed_anew_keeps_its_fill_value(tmp_path):
+    p = _v05(tmp_path / "f.zarr", {
+        "0": {"data": np.full((1, 6, 6), 10, "float32"), "labels": ["DAPI"], "fill": np.nan},
+        "1": {"data": np.full((1, 8, 8), 10, "float32"), "labels": ["DAPI"], "fill": np.nan}})
+    dt = xr.open_datatree(p, engine="ome-hcs")
+    dt["A/01/0/0"] = dt["A/01/0/0"].to_dataset() + 0  # computed: no array behind it
+    padded = dt.hcs.stack(0, pad=True).isel(well=0, field=0).values
+    assert np.isnan(padded[0, 6:, :]).all() and (padded[0, :6, :6] == 10).all()
+    dt.hcs.to_zarr(tmp_path / "out.zarr")
+    assert np.isnan(zarr.open_array(tmp_path / "out.zarr/A/01/0/0", mode="r").fill_value)
+
+
+def test_a_negative_level_is_refused_where_pyramids_differ(tmp_path):
+    ones = np.ones((1, 16, 16), "uint16")
+    p = _v05(tmp_path / "l.zarr", {"0": {"data": ones, "labels": ["DAPI"], "levels": 3},
+                                  "1": {"data": ones, "labels": ["DAPI"], "levels": 2}})
+    dt = xr.open_datatree(p, engine="ome-hcs")
+    for view in (lambda: dt.hcs.stack(-1),
+                 lambda: dt.hcs.map_fields(lambda im: float(im.sum()), level=-1)):
+        with pytest.raises(HcsMetadataError, match=r"level -1 names different levels.*3 "
+                                                   r"levels: A/01/0; 2 levels: A/01/1"):
+            view()
+    sums = dt.hcs.map_fields(lambda im: float(im.sum()), level=1)["result"].values
+    assert sums.tolist() == [[64.0, 64.0]]  # the same level of both: the same resolution
+
+
+def test_a_reversed_coordinate_is_refused_on_write(tmp_path):
+    p = _v05(tmp_path / "r.zarr", {"0": {"data": np.arange(16, dtype="uint16").reshape(
+        1, 4, 4), "labels": ["DAPI"]}})
+    dt = xr.open_datatree(p, engine="ome-hcs")
+    dt["A/01/0/0"] = dt["A/01/0/0"].to_dataset().isel(x=slice(None, None, -1))
+    with pytest.raises(HcsMetadataError, match="coordinate 'x' decreases"):
+        dt.hcs.to_zarr(tmp_path / "out.zarr")
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_stacked_dataset_chunks_auto_and_missing_levels_agree(tmp_path):
+    import shutil
+    import warnings
+
+    ones = np.ones((1, 8, 8), "uint16")
+    p = _v05(tmp_path / "m.zarr", {"0": {"data": ones, "labels": ["DAPI"], "levels": 2},
+                                  "1": {"data": ones, "labels": ["DAPI"], "levels": 2}})
+    ds = xr.open_dataset(p, engine="ome-hcs", level=0, chunks="auto")
+    assert ds["field_path"].values.tolist() == [["0", "1"]]
+    shutil.rmtree(p / "A/01/1/1")  # one level of one field is missing
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", xarray_hcs.HcsMissingWarning)
+        whole = xr.open_datatree(p, engine="ome-hcs", on_missing="warn").hcs.stack(0)
+        one = xr.open_dataset(p, engine="ome-hcs", level=0, on_missing="warn")
+    assert whole["field_path"].values.tolist() == one["field_path"].values.tolist() == [["0"]]
+
+
+def test_summary_says_what_differs_between_fields(tmp_path):
+    rng = np.random.default_rng(0)
+    p = _v05(tmp_path / "s.zarr", {
+        "0": {"data": rng.integers(0, 9, (2, 8, 8)).astype("uint16"), "labels": ["DAPI", "GFP"],
+              "levels": 3},
+        "1": {"data": rng.integers(0, 9, (2, 6, 10)).astype("uint8"), "labels": ["DAPI", "RFP"]}})
+    text = xr.open_datatree(p, engine="ome-hcs").hcs.summary()
+    assert "fields differ: 2 layouts" in text
+    assert "fields like A/01/1: 1 level, axes c, y, x, (2, 6, 10) uint8" in text
+    assert "channels:     2 different sets (stack with channels='union'" in text
+    assert "fields like A/01/1: DAPI, RFP" in text
+
+
+def test_montage_takes_the_stack_options_and_checks_its_own(tmp_path):
+    d = np.stack([np.full((4, 4), 1, "uint16"), np.full((4, 4), 2, "uint16")])
+    p = _v05(tmp_path / "mo.zarr", {"0": {"data": d, "labels": ["DAPI", "GFP"]},
+                                   "1": {"data": d[::-1], "labels": ["GFP", "DAPI"]}})
+    dt = xr.open_datatree(p, engine="ome-hcs")
+    with pytest.raises(HcsMetadataError, match="channels='union'"):
+        dt.hcs.montage(level=0, channel="DAPI")
+    m = dt.hcs.montage(level=0, channel="DAPI", channels="union")
+    assert set(np.unique(m.values[np.isfinite(m.values)])) == {1.0}  # DAPI is 1 in both
+    with pytest.raises(xarray_hcs.HcsSelectionError, match="no channel 5"):
+        dt.hcs.montage(level=0, channel=5, channels="union")
+    with pytest.raises(xarray_hcs.HcsValueError, match="gap"):
+        dt.hcs.montage(level=0, channel=0, gap=-4, channels="union")
+    from xarray_hcs.cli import main
+
+    assert main(["montage", str(p), str(tmp_path / "m.png"), "--level", "0",
+                 "--channels", "union"]) == 0
+
+
+def test_concat_row_names_stay_unique_when_paths_hold_underscores(tmp_path):
+    import pandas as pd
+
+    ones = np.ones((1, 4, 4), "uint16")
+    p = _v05(tmp_path / "t.zarr", {"0": {"data": ones, "labels": ["DAPI"]},
+                                  "0_1": {"data": ones, "labels": ["DAPI"]}})
+    dt = xr.open_datatree(p, engine="ome-hcs")
+    dt = dt.hcs.add_table("A/01/0", "rois", pd.DataFrame(
+        {"v": [1.0]}, index=pd.Index(["1_x"], name="roi")))
+    dt = dt.hcs.add_table("A/01/0_1", "rois", pd.DataFrame(
+        {"v": [2.0]}, index=pd.Index(["x"], name="roi")))
+    with pytest.warns(xarray_hcs.HcsWarning, match="row names repeat"):
+        cells = dt.hcs.concat_tables("rois")
+    assert cells.index.is_unique and cells.index.tolist() == ["A/01/0/1_x", "A/01/0_1/x"]
+
+
+def test_map_fields_keeps_wells_without_fields_as_stack_does(tmp_path):
+    p = _v05(tmp_path / "e.zarr", {"0": {"data": np.ones((1, 4, 4), "uint16"),
+                                         "labels": ["DAPI"]}}, wells=["B/01"])
+    dt = xr.open_datatree(p, engine="ome-hcs")
+    r = dt.hcs.map_fields(lambda im: float(im.mean()))
+    assert r["well"].values.tolist() == dt.hcs.stack(0)["well"].values.tolist() == [
+        "A/01", "B/01"]
+    assert r["result"].values[0, 0] == 1.0 and np.isnan(r["result"].values[1, 0])
+
+
+def test_bad_option_values_are_hcs_value_errors(plate):
+    dt = xr.open_datatree(plate, engine="ome-hcs")
+    for call in (lambda: dt.hcs.stack(0, channels="unoin"),
+                 lambda: dt.hcs.map_fields(float, channels="all"),
+                 lambda: xr.open_dataset(plate, engine="ome-hcs", level=0, channels="x"),
+                 lambda: dt.hcs.montage(agg="sum")):
+        with pytest.raises(xarray_hcs.HcsValueError):
+            call()
+
+
+def test_byte_orders_stack_together(tmp_path):
+    root = _v04_plate(tmp_path / "e.zarr", ["A/1"], ["A"], ["1"])
+    wg = root.require_group("A/1")
+    wg.attrs.put({"well": {"version": "0.4", "images": [{"path": "0"}, {"path": "1"}]}})
+    _field(wg, "0", np.arange(16, dtype="<u2").reshape(1, 4, 4))
+    _field(wg, "1", np.arange(16, dtype=">u2").reshape(1, 4, 4))
+    st = xr.open_datatree(tmp_path / "e.zarr", engine="ome-hcs").hcs.stack(0)
+    assert st.dtype == np.dtype("uint16") and st.dtype.isnative
+    np.testing.assert_array_equal(st.values[0, 1], np.arange(16).reshape(1, 4, 4))
+
+
+def test_sharded_levels_are_written_with_their_inner_chunks(tmp_path):
+    g = zarr.open_group(tmp_path / "s.zarr", mode="w", zarr_format=3)
+    g.attrs["ome"] = {"version": "0.5", "plate": {
+        "rows": [{"name": "A"}], "columns": [{"name": "1"}],
+        "wells": [{"path": "A/1", "rowIndex": 0, "columnIndex": 0}]}}
+    g.create_group("A").create_group("1").attrs["ome"] = {
+        "version": "0.5", "well": {"images": [{"path": "0"}]}}
+    f = g["A/1"].create_group("0")
+    f.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": _CYX, "datasets": [
+        {"path": "0", "coordinateTransformations": [{"type": "scale",
+                                                     "scale": [1.0, 1.0, 1.0]}]}]}]}
+    a = f.create_array("0", shape=(1, 16, 16), chunks=(1, 4, 4), shards=(1, 8, 8),
+                       dtype="uint16", dimension_names=["c", "y", "x"])
+    a[...] = np.arange(256, dtype="uint16").reshape(1, 16, 16)
+    dt = xr.open_datatree(tmp_path / "s.zarr", engine="ome-hcs")
+    np.testing.assert_array_equal(dt["A/1/0/0"]["image"].values, a[...])
+    dt.hcs.to_zarr(tmp_path / "out.zarr")
+    assert zarr.open_array(tmp_path / "out.zarr/A/1/0/0", mode="r").chunks == (1, 4, 4)

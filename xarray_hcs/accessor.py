@@ -441,7 +441,7 @@ class HcsAccessor:
     # -- pictures ----------------------------------------------------------------------------
 
     def montage(self, level: int | str = -1, channel: Any = None, agg: str = "max",
-                gap: int = 2) -> xr.DataArray:
+                gap: int = 2, channels: str = "exact", pad: bool = False) -> xr.DataArray:
         """The whole plate as one image: wells in rows and columns, fields tiled in each well.
 
         Parameters
@@ -455,6 +455,10 @@ class HcsAccessor:
             ``"median"``.
         gap
             Blank pixels between wells.
+        channels, pad
+            As for :meth:`stack`: ``channels="union"`` shows fields whose channel sets differ
+            (a field without the channel shows the fill value), ``pad=True`` fields of
+            different sizes.
 
         Returns
         -------
@@ -466,19 +470,23 @@ class HcsAccessor:
         """
         from .plot import montage
 
-        return montage(self._tree, level=level, channel=channel, agg=agg, gap=gap)
+        return montage(self._tree, level=level, channel=channel, agg=agg, gap=gap,
+                       channels=channels, pad=pad)
 
     def plot_montage(self, level: int | str = -1, channel: Any = 0, agg: str = "max",
                      ax: Any = None, cmap: str = "gray", robust: bool = True,
-                     title: str | None = None) -> Any:
+                     title: str | None = None, channels: str = "exact", pad: bool = False
+                     ) -> Any:
         """Draw :meth:`montage` of one channel with matplotlib, wells labelled.
 
-        ``robust`` scales colours to the 2nd-98th percentiles. Returns the matplotlib Axes.
+        ``robust`` scales colours to the 2nd-98th percentiles; ``channels`` and ``pad`` as
+        for :meth:`montage`. Returns the matplotlib Axes.
         """
         from .plot import plot_montage
 
         return plot_montage(self._tree, level=level, channel=channel, agg=agg, ax=ax,
-                            cmap=cmap, robust=robust, title=title)
+                            cmap=cmap, robust=robust, title=title, channels=channels,
+                            pad=pad)
 
     def plot_plate(self, values: Any, ax: Any = None, cmap: str = "viridis",
                    title: str | None = None, label: str | None = None) -> Any:
@@ -548,71 +556,6 @@ class HcsAccessor:
 
         Quick on any plate size: it looks at one field per distinct layout, never at pixels.
         """
-        return _summary(self._tree, self)
+        from .summary import summary
 
-
-def _summary(tree: xr.DataTree, acc: HcsAccessor) -> str:
-    from ._xarray_internals import node_coord
-    from .metadata import node_at
-
-    plate = acc.plate
-    wells = acc.wells
-    fields = acc.field_paths
-    per_well: dict[str, int] = {}
-    for f in fields:
-        w = f.rsplit("/", 1)[0]
-        per_well[w] = per_well.get(w, 0) + 1
-    counts = sorted(set(per_well.values()))
-    lines = [
-        f"OME-Zarr HCS plate {plate.name or ''!s}".rstrip() + f" (OME-NGFF {acc.version})",
-        f"  layout:       {len(plate.rows)} rows x {len(plate.columns)} columns "
-        f"({plate.rows[0]}..{plate.rows[-1]}, {plate.columns[0]}..{plate.columns[-1]})"
-        if plate.rows and plate.columns else "  layout:       empty",
-        f"  wells:        {len(wells)}",
-        f"  fields:       {len(fields)} ({'/'.join(map(str, counts)) or 0} per well)",
-    ]
-    if acc.acquisitions:
-        acqs = ", ".join(f"{a.id}" + (f" ({a.name})" if a.name else "") for a in acc.acquisitions)
-        lines.append(f"  acquisitions: {acqs}")
-    if fields:
-        node = tree[fields[0]]
-        datasets = (node.attrs.get("ome", {}).get("multiscales") or [{}])[0].get("datasets", [])
-        levels = [d.get("path") for d in datasets if isinstance(d, dict)]
-        lines.append(f"  levels:       {len(levels)} (first field {fields[0]})")
-        for name in levels:
-            lv = node_at(node, name) if isinstance(name, str) else None
-            for vname, var in (lv.data_vars.items() if lv is not None else ()):
-                dims = ", ".join(f"{d}: {n}" for d, n in zip(var.dims, var.shape, strict=True))
-                lines.append(f"    {name:>6}  {vname} ({dims}) {var.dtype}")
-        axes = (node.attrs.get("ome", {}).get("multiscales") or [{}])[0].get("axes", [])
-        chan = [a.get("name") for a in axes if isinstance(a, dict) and (
-            a.get("type") == "channel" or str(a.get("name")).lower() == "c")][:1]
-        sets: dict[tuple[str, ...], int] = {}
-        for fp in fields:  # every field's channel labels, compared: they may differ
-            f = node_at(tree, fp)
-            found = node_coord(f, chan[0]) if chan and f is not None else None
-            labels = tuple(map(str, found[0].values)) if found is not None else ()
-            sets[labels] = sets.get(labels, 0) + 1
-        if len(sets) == 1:
-            only = next(iter(sets))
-            if only:
-                lines.append(f"  channels:     {', '.join(only)}")
-        else:
-            lines.append(f"  channels:     {len(sets)} different sets (stack with "
-                         "channels='union' to align them)")
-            for labels, n in sets.items():
-                lines.append(f"    {n:>6}  fields: {', '.join(labels) or '(none)'}")
-        if "labels" in node.children:
-            lines.append("  labels:       " + ", ".join(node["labels"].children))  # type: ignore
-    from .plate_tables import _fields, list_tables, table_nodes
-
-    per_field = [list(table_nodes(node)) for *_, node in _fields(tree, None)]
-    per_image = list(dict.fromkeys(n for names in per_field for n in names))
-    common = set(per_field[0]).intersection(*per_field[1:]) if per_field else set()
-    if per_image:
-        lines.append("  tables:       " + ", ".join(
-            n if n in common else f"{n} (some fields)" for n in per_image))
-    plate_level = list_tables(tree, path="")
-    if plate_level:
-        lines.append("  plate tables: " + ", ".join(plate_level))
-    return "\n".join(lines)
+        return summary(self._tree)

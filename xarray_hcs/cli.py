@@ -74,7 +74,8 @@ def _montage(args: argparse.Namespace) -> int:
     channel: object = args.channel
     if isinstance(channel, str) and channel.isdigit():
         channel = int(channel)
-    ax = dt.hcs.plot_montage(level=_level(args.level), channel=channel, agg=args.agg)
+    ax = dt.hcs.plot_montage(level=_level(args.level), channel=channel, agg=args.agg,
+                             channels=args.channels, pad=args.pad)
     ax.figure.savefig(args.out, dpi=args.dpi)
     print(f"wrote {args.out}")
     return 0
@@ -138,6 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--channel", default="0", help="channel label or index (default 0)")
     p.add_argument("--agg", default="max", choices=["max", "mean", "min", "median"],
                    help="projection over z and t (default max)")
+    p.add_argument("--channels", default="exact", choices=["exact", "union"],
+                   help="fields whose channel sets differ: refuse (exact, default) or align "
+                        "them by label (union)")
+    p.add_argument("--pad", action="store_true",
+                   help="pad fields of different sizes instead of refusing them")
     p.add_argument("--dpi", type=int, default=110)
     p.set_defaults(func=_montage)
     p = sub.add_parser("heatmap", help="a plate heatmap of one column of a per-image table")

@@ -19,8 +19,10 @@ __all__ = [
     "HcsReadError",
     "HcsExistsError",
     "HcsTableError",
+    "HcsValueError",
     "HcsWarning",
     "HcsMissingWarning",
+    "HcsMetadataWarning",
 ]
 
 
@@ -84,9 +86,18 @@ class HcsTableError(HcsMetadataError):
     """A table's rows are inconsistent: columns of different lengths, a repeated index, ..."""
 
 
+class HcsValueError(HcsError, ValueError):
+    """An argument the caller gave is not one the operation accepts (a bad option value)."""
+
+
 class HcsWarning(UserWarning):
     """Base class of xarray_hcs warnings."""
 
 
 class HcsMissingWarning(HcsWarning):
     """A listed node was absent and skipped (``on_missing="warn"``)."""
+
+
+class HcsMetadataWarning(HcsWarning):
+    """Metadata was not used as written because it contradicts the data (the reason is said);
+    ``validate=True`` refuses it instead."""

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .errors import HcsError, HcsMetadataError
+from .errors import HcsMetadataError, HcsSelectionError, HcsValueError
 
 __all__ = ["map_fields"]
 
@@ -33,7 +33,7 @@ def _field_input(tree: xr.DataTree, fp: str, level: int | str, variable: str | N
     if variable is None:
         return ds
     if variable not in ds.data_vars:
-        raise HcsError(f"level has no variable {variable!r}", node.path)
+        raise HcsSelectionError(f"level has no variable {variable!r}", node.path)
     return ds[variable]
 
 
@@ -50,7 +50,12 @@ def map_fields(tree: xr.DataTree, func: Callable[..., Any], level: int | str = 0
     """See :meth:`xarray_hcs.accessor.HcsAccessor.map_fields`."""
     import dask
 
+    from .stack import CHANNELS, check_level_index
+
+    if channels not in CHANNELS:
+        raise HcsValueError(f"channels must be one of {CHANNELS}, got {channels!r}")
     paths = list(tree.hcs.field_paths if field_paths is None else field_paths)
+    check_level_index(tree, paths, level)
     inputs = [_field_input(tree, fp, level, variable) for fp in paths]
     acquisitions = [tree[fp].attrs.get("acquisition") for fp in paths]
     run = uuid.uuid4().hex[:8]  # task names say which field, and never collide across calls
@@ -73,7 +78,7 @@ def _collect(wells: Sequence[str], paths: Sequence[str], results: Sequence[Any],
     if kinds == {"frame"}:
         return _frames(paths, results)
     if "frame" in kinds:
-        raise HcsError("the function returned DataFrames for some fields and other values "
+        raise HcsValueError("the function returned DataFrames for some fields and other values "
                        "for others: return one kind")
     return _dataset(wells, paths, results, channels, acquisitions)
 
@@ -123,11 +128,11 @@ def _dataset(wells: Sequence[str], paths: Sequence[str], results: Sequence[Any],
     are NaN."""
     from .stack import FieldEntry, StackedLevelArray, VariableSource, plan_stack
 
-    per_well: dict[str, list[str]] = {w: [] for w in wells}
+    per_well: dict[str, list[str]] = {w: [] for w in wells}  # wells without fields too
     for fp in paths:
         w, f = fp.rsplit("/", 1)
         per_well.setdefault(w, []).append(f)
-    well_names = [w for w, fs in per_well.items() if fs]
+    well_names = list(per_well)
     layout = [per_well[w] for w in well_names]
     acq = dict(zip(paths, acquisitions or [None] * len(paths), strict=True))
     as_vars = [_as_vars(r) for r in results]

@@ -101,6 +101,11 @@ def coord_transform(level: xr.DataTree, dim: str, n: int, fallback: tuple[float,
     var, idx = found
     tr = getattr(idx, "transform", None)
     if tr is not None and hasattr(tr, "step") and hasattr(tr, "start"):
+        if n > 1 and not float(tr.step) > 0:
+            raise HcsMetadataError(
+                f"coordinate {dim!r} decreases (a reversed selection?): OME-NGFF scales are "
+                "positive, so it cannot be written; reverse it back or sort it first",
+                level.path)
         return float(tr.step), float(tr.start)
     values = np.asarray(var.values, dtype=np.float64)
     if values.ndim != 1 or len(values) != n:
@@ -109,7 +114,7 @@ def coord_transform(level: xr.DataTree, dim: str, n: int, fallback: tuple[float,
         return fallback[0], float(values[0])
     steps = np.diff(values)
     step = float(steps.mean())
-    if step <= 0 or not np.allclose(steps, step, rtol=1e-6, atol=0):
+    if not step > 0 or not np.allclose(steps, step, rtol=1e-6, atol=0):
         raise HcsMetadataError(f"coordinate {dim!r} is not evenly spaced and increasing, so it "
                                "cannot be written as scale + translation", level.path)
     return step, float(values[0])
@@ -155,6 +160,8 @@ def _image_spec(tree: xr.DataTree, path: str, var_name: str) -> ImageSpec:
                                    f"{node.path}/{lv.path}")
         squeezed = var.encoding.get("ome_squeezed") or {}
         fill = var.encoding.get("fill_value")
+        if fill is None:  # a level computed anew: the image's stored one
+            fill = (node.encoding.get("fill_values") or {}).get(lv.path)
         for name in axes:
             if name not in var.dims and name in squeezed:
                 var = var.expand_dims(name)

@@ -26,6 +26,7 @@ from .errors import (
     HcsNotFoundError,
     HcsSelectionError,
     HcsTableError,
+    HcsWarning,
 )
 from .metadata import coord_transform, node_at
 from .ngff import Well, check_relative_path
@@ -261,9 +262,14 @@ def _labelled(keys: list[tuple[str, str, str, int | None]], blocks: list[_Block]
     counts = np.array([spans[p][1] for p in order], dtype=np.int64)
     keys = [keys[p] for p in order]
     orig = body.index
-    prefixes = np.array([f"{r}_{c}_{f}_" for r, c, f, _ in keys], dtype=object)
-    index = pd.Index(np.repeat(prefixes, counts) + orig.to_numpy().astype(str).astype(object),
-                     dtype=object)
+    index = _row_names(keys, counts, orig, "_")
+    if not index.is_unique:
+        # "_" also occurs in field paths and table indexes ("0_1" + "x" is "0" + "1_x"):
+        # "/" never does in a row, column or field name, so that form is unique
+        index = _row_names(keys, counts, orig, "/")
+        warnings.warn("concat_tables: the '{row}_{column}_{field}_{index}' row names repeat "
+                      "(a field path or index holds '_'), so rows are named "
+                      "'{row}/{column}/{field}/{index}'", HcsWarning, stacklevel=4)
     front: dict[str, Any] = {name: _repeated([k[i] for k in keys], counts)
                              for i, name in enumerate(KEY_COLUMNS)}
     if with_acq:
@@ -292,6 +298,13 @@ def _labelled(keys: list[tuple[str, str, str, int | None]], blocks: list[_Block]
     for pos, (name, values) in enumerate(front.items()):
         body.insert(pos, name, values)
     return body
+
+
+def _row_names(keys: list[tuple[str, str, str, int | None]], counts: np.ndarray,
+               orig: pd.Index, sep: str) -> pd.Index:
+    prefixes = np.array([f"{r}{sep}{c}{sep}{f}{sep}" for r, c, f, _ in keys], dtype=object)
+    return pd.Index(np.repeat(prefixes, counts) + orig.to_numpy().astype(str).astype(object),
+                    dtype=object)
 
 
 def _same_as_key(column: pd.Series, key: Any, name: str) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .errors import HcsError, HcsSelectionError
+from .errors import HcsError, HcsSelectionError, HcsValueError
 
 __all__ = ["montage", "plot_montage", "plot_plate", "plate_grid"]
 
@@ -23,16 +23,19 @@ _AGGS: dict[str, Callable[..., Any]] = {"max": np.nanmax, "mean": np.nanmean,
 
 
 def montage(tree: xr.DataTree, level: int | str = -1, channel: Any = None, agg: str = "max",
-            gap: int = 2) -> xr.DataArray:
+            gap: int = 2, channels: str = "exact", pad: bool = False) -> xr.DataArray:
     """See :meth:`xarray_hcs.accessor.HcsAccessor.montage`."""
     import dask
 
     from .stack import stack_tree
 
     if agg not in _AGGS:
-        raise ValueError(f"agg must be one of {sorted(_AGGS)}, got {agg!r}")
+        raise HcsValueError(f"agg must be one of {sorted(_AGGS)}, got {agg!r}")
+    if isinstance(gap, bool) or not isinstance(gap, int | np.integer) or gap < 0:
+        raise HcsValueError(f"gap must be a number of pixels >= 0, got {gap!r}")
     plate = tree.hcs.plate
-    stacked = stack_tree(tree, tree.hcs.field_paths, tree.hcs.wells, level)
+    stacked = stack_tree(tree, tree.hcs.field_paths, tree.hcs.wells, level, pad=pad,
+                         channels=channels)  # type: ignore[arg-type]
     img = stacked["image"]
     cdim = next((d for d in img.dims if str(d).lower() == "c"), None)
     ydim = next((d for d in img.dims if str(d).lower() == "y"), None)
@@ -48,6 +51,11 @@ def montage(tree: xr.DataTree, level: int | str = -1, channel: Any = None, agg: 
                 raise HcsSelectionError(f"no channel {channel!r} (channels: {labels})", "/")
             img = img.isel({cdim: labels.index(channel)})
         else:
+            n = img.sizes[cdim]
+            if isinstance(channel, bool) or not isinstance(channel, int | np.integer) or not (
+                    -n <= int(channel) < n):
+                raise HcsSelectionError(f"no channel {channel!r}: give a label ({labels}) or "
+                                        f"an index from 0 to {n - 1}", "/")
             img = img.isel({cdim: int(channel)})
     other = [d for d in img.dims if d not in ("well", "field", cdim, ydim, xdim)]
     reduced = img.reduce(_AGGS[agg], dim=other) if other else img
@@ -124,10 +132,10 @@ def _label_axes(ax: Any, rows: list[str], cols: list[str], cell: tuple[float, fl
 
 def plot_montage(tree: xr.DataTree, level: int | str = -1, channel: Any = 0, agg: str = "max",
                  ax: Any = None, cmap: str = "gray", robust: bool = True,
-                 title: str | None = None) -> Any:
+                 title: str | None = None, channels: str = "exact", pad: bool = False) -> Any:
     """See :meth:`xarray_hcs.accessor.HcsAccessor.plot_montage`."""
     plt = _pyplot()
-    m = montage(tree, level=level, channel=channel, agg=agg)
+    m = montage(tree, level=level, channel=channel, agg=agg, channels=channels, pad=pad)
     if m.ndim != 2:
         raise HcsSelectionError("plot one channel at a time (channel=...)", "/")
     if ax is None:

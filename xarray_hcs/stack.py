@@ -30,7 +30,7 @@ from xarray.core import indexing
 
 from ._xarray_internals import node_coord, node_data_var
 from .arrays import ZarrLevelArray, _DaskSource, dask_chunked
-from .errors import HcsMetadataError, HcsSelectionError
+from .errors import HcsMetadataError, HcsSelectionError, HcsValueError
 from .store import run_sync
 
 __all__ = ["FieldEntry", "StackPlan", "StackedLevelArray", "backend_of", "level_path",
@@ -174,11 +174,21 @@ def _listing(items: Sequence[str], limit: int = 10) -> str:
 
 
 def _is_label_coord(coord: xr.Variable | None) -> bool:
-    return coord is not None and coord.dtype.kind in "OUST"
+    """Labels (channel names, object ids) rather than positions: text, or numbers that are
+    no physical coordinate (neither an ``axis`` nor ``units``: a function's own index)."""
+    if coord is None:
+        return False
+    if coord.dtype.kind in "OUST":
+        return True
+    return coord.dtype.kind in "biu" and not (coord.attrs.get("axis") or
+                                               coord.attrs.get("units"))
 
 
-def _labels_of(coord: xr.Variable) -> tuple[str, ...]:
-    return tuple(str(v) for v in np.asarray(coord.values).tolist())
+def _labels_of(coord: xr.Variable) -> tuple[Any, ...]:
+    values = np.asarray(coord.values)
+    if values.dtype.kind in "OUST":
+        return tuple(str(v) for v in values.tolist())
+    return tuple(values.tolist())
 
 
 def _fill_of(value: Any, dtype: np.dtype) -> Any:
@@ -226,7 +236,7 @@ def plan_stack(entries: Sequence[FieldEntry], wells: Sequence[str], *, pad: bool
         some fields; the message lists the fields.
     """
     if channels not in CHANNELS:
-        raise ValueError(f"channels must be one of {CHANNELS}, got {channels!r}")
+        raise HcsValueError(f"channels must be one of {CHANNELS}, got {channels!r}")
     if not entries:
         raise HcsSelectionError("there are no fields to stack", None)
     first = entries[0]
@@ -326,7 +336,7 @@ def _plan_labels(entries: Sequence[FieldEntry], axis: int, dim: str, channels: C
     distinct = list(dict.fromkeys(labels))
     if channels == "exact":
         if len(distinct) > 1:
-            groups = [f"[{', '.join(ls)}] in " + _listing(
+            groups = [f"[{', '.join(map(str, ls))}] in " + _listing(
                 [e.name for e, got in zip(entries, labels, strict=True) if got == ls], 3)
                 for ls in distinct]
             raise HcsMetadataError(
@@ -350,7 +360,9 @@ def _plan_labels(entries: Sequence[FieldEntry], axis: int, dim: str, channels: C
         rows.append(hit[1])
     union_sizes[dim] = len(union)
     presence[dim] = rows
-    return {dim: xr.Variable((dim,), np.asarray(union, dtype=object), dict(first.attrs))}
+    kind = np.asarray(first.values).dtype.kind
+    values = np.asarray(union, dtype=object) if kind in "OUST" else np.asarray(union)
+    return {dim: xr.Variable((dim,), values, dict(first.attrs))}
 
 
 def _plan_positions(entries: Sequence[FieldEntry], axis: int, dim: str,
@@ -358,7 +370,10 @@ def _plan_positions(entries: Sequence[FieldEntry], axis: int, dim: str,
                     ) -> dict[str, Any]:
     """The coordinate of a physical dimension: shared by every field, or relative to each
     field's origin (``<dim>_origin``) when the fields sit at different positions on grids
-    of the same spacing; anything else is refused."""
+    of the same spacing; in the unit of the largest field, the others converted exactly
+    (micrometer beside nanometer); anything else is refused."""
+    from .ngff.units import conversion
+
     have = [e.coords.get(dim) for e in entries]
     if all(c is None for c in have):
         return {}
@@ -368,27 +383,43 @@ def _plan_positions(entries: Sequence[FieldEntry], axis: int, dim: str,
                                f"{_listing(lacking)}", None)
     ref_k = max(range(len(entries)), key=lambda k: entries[k].variable.shape[axis])
     ref_var = have[ref_k]
+    unit = ref_var.attrs.get("units")
+    factors = [conversion(c.attrs.get("units"), unit) for c in have]
+    odd = [f"{e.name} ({c.attrs.get('units') or 'no unit'})"
+           for e, c, f in zip(entries, have, factors, strict=True) if f is None]
+    if odd:
+        raise HcsMetadataError(
+            f"fields state their {dim!r} positions in units that do not convert to "
+            f"{unit or 'no unit'!r} ({entries[ref_k].name}): {_listing(odd)}; one stacked "
+            "coordinate cannot describe them", None)
     ref = np.asarray(ref_var.values)
     if ref.dtype.kind not in "iuf" or ref.ndim != 1:
         raise HcsMetadataError(f"coordinate {dim!r} of {entries[ref_k].name} is neither "
                                "numbers nor labels", None)
     ref = ref.astype(np.float64)
-    shared = True
-    for c in have:
-        if c is ref_var or c._data is ref_var._data:
-            continue
-        v = np.asarray(c.values, dtype=np.float64)
-        if not np.array_equal(v, ref[:v.size]):
-            shared = False
-            break
+    converted = any(f != 1.0 for f in factors)
+
+    def values(k: int) -> np.ndarray:
+        v = np.asarray(have[k].values, dtype=np.float64)
+        return v * factors[k] if factors[k] != 1.0 else v
+
+    shared = not converted
+    if shared:
+        for c in have:
+            if c is ref_var or c._data is ref_var._data:
+                continue
+            v = np.asarray(c.values, dtype=np.float64)
+            if not np.array_equal(v, ref[:v.size]):
+                shared = False
+                break
     if shared:
         return {dim: ref_var}
     rel = ref - ref[0] if ref.size else ref
     step = float(np.max(np.abs(np.diff(ref)))) if ref.size > 1 else 1.0
     origin = np.full(grid, np.nan)
     odd = []
-    for k, c in enumerate(have):
-        v = np.asarray(c.values, dtype=np.float64)
+    for k in range(len(entries)):
+        v = values(k)
         if not v.size:
             continue
         if not np.allclose(v - v[0], rel[:v.size], rtol=1e-9, atol=1e-9 * step):
@@ -401,6 +432,10 @@ def _plan_positions(entries: Sequence[FieldEntry], axis: int, dim: str,
             f"{entries[ref_k].name}): {_listing(odd)}; one stacked coordinate cannot "
             "describe them: select fields of one pixel size", None)
     attrs = dict(ref_var.attrs)
+    if converted and np.allclose(origin[~np.isnan(origin)], ref[0], rtol=1e-9,
+                                 atol=1e-9 * step):
+        # the same place in other units: one shared coordinate (in the reference's unit)
+        return {dim: ref_var}
     return {dim: xr.Variable((dim,), rel, {**attrs, "comment": "relative to the field's "
                                            f"origin, see {dim}_origin"}),
             f"{dim}_origin": xr.Variable(("well", "field"), origin, attrs)}
@@ -415,12 +450,14 @@ def well_field_coords(wells: Sequence[str], fields: Sequence[Sequence[str]]
     field_path = np.full((len(wells), nf), "", dtype=object)
     for i, names in enumerate(fields):
         field_path[i, :len(names)] = names
+    # fixed-width strings, not objects: dask can chunk them ("auto" included), as
+    # xr.open_dataset(..., chunks=...) does with every variable it is given
     return {
         "well": ("well", np.asarray(wells, dtype=object)),
-        "row": ("well", np.asarray([w.split("/")[0] for w in wells], dtype=object)),
-        "column": ("well", np.asarray([w.split("/")[1] for w in wells], dtype=object)),
+        "row": ("well", np.asarray([w.split("/")[0] for w in wells], dtype=str)),
+        "column": ("well", np.asarray([w.split("/")[1] for w in wells], dtype=str)),
         "field": ("field", np.arange(nf)),
-        "field_path": (("well", "field"), field_path),
+        "field_path": (("well", "field"), field_path.astype(str)),
         "present": (("well", "field"), field_path != ""),
     }
 
@@ -732,13 +769,44 @@ def field_entry(tree: xr.DataTree, fp: str, level: int | str, var_name: str
             coords[str(d)] = found[0]
     well, fname = fp.rsplit("/", 1)
     acq = fnode.attrs.get("acquisition")
-    return FieldEntry(well, fname, acq, var, coords, var.encoding.get("fill_value")), lname
+    return FieldEntry(well, fname, acq, var, coords, fill_of(var, fnode, lname)), lname
+
+
+def fill_of(var: xr.Variable, image: xr.DataTree, level: str) -> Any:
+    """The fill value of a level: its array's, else the one the image recorded when it was
+    read (a level computed anew keeps its stored fill value), else None."""
+    fill = var.encoding.get("fill_value")
+    if fill is None:
+        fill = (image.encoding.get("fill_values") or {}).get(level)
+    return fill
+
+
+def check_level_index(tree: xr.DataTree, field_paths: Sequence[str], level: int | str
+                      ) -> None:
+    """A negative level index counts from each pyramid's end: refuse it where pyramids differ
+    in length, since it would name levels of different resolutions (the coarsest of a
+    3-level field beside the middle of a 4-level one)."""
+    if isinstance(level, str) or isinstance(level, bool) or level >= 0:
+        return
+    from .metadata import node_at
+
+    counts: dict[int, list[str]] = {}
+    for fp in field_paths:
+        fnode = node_at(tree, fp)
+        ms = (fnode.attrs.get("ome", {}).get("multiscales") or [{}])[0] if fnode else {}
+        counts.setdefault(len(ms.get("datasets", [])), []).append(fp)
+    if len(counts) > 1:
+        groups = "; ".join(f"{n} levels: {_listing(fps, 3)}" for n, fps in counts.items())
+        raise HcsMetadataError(
+            f"level {level} names different levels of fields whose pyramids differ in length "
+            f"({groups}): name the level by its path or by a non-negative index", None)
 
 
 def stack_tree(tree: xr.DataTree, field_paths: Sequence[str], wells: Sequence[str],
                level: int | str = 0, var_name: str = "image", pad: bool = False,
                channels: Channels = "exact", chunks: Any = None) -> xr.Dataset:
     """The stacked Dataset of the given fields of ``tree`` (see :func:`stacked_dataset`)."""
+    check_level_index(tree, field_paths, level)
     entries = []
     names = set()
     for fp in field_paths:

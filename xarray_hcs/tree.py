@@ -35,6 +35,7 @@ from .arrays import ZarrLevelArray, dask_array
 from .errors import (
     HcsError,
     HcsMetadataError,
+    HcsMetadataWarning,
     HcsMissingWarning,
     HcsNotAPlateError,
     HcsNotFoundError,
@@ -47,6 +48,8 @@ __all__ = ["OpenOptions", "PlateRecord", "read_plate", "build_nodes", "select_we
            "IMAGE_VAR", "LABEL_VAR", "gc_paused"]
 
 IMAGE_VAR = "image"
+#: at most this many channels in an image (their labels are made when the tree is built)
+MAX_CHANNELS = 2**16
 LABEL_VAR = "labels"
 OnMissing = Literal["raise", "warn"]
 
@@ -350,10 +353,21 @@ class _Walker:
         else:
             levels = list(ms.datasets)
         want_labels = not label and self.opts.labels is not False
-        infos, labels_group, tables = await self._all(
+        # skipping what is missing must skip the same fields whatever levels are read (the
+        # stacked view of one level must match the same level of the whole tree): so the
+        # levels not read are looked for too, where missing ones are skipped
+        unread = ([lv for lv in ms.datasets if lv not in levels]
+                  if self.opts.on_missing == "warn" and not label else [])
+        infos, labels_group, tables, others = await self._all(
             self._all(*(self.ps.array_info(join_path(path, lv.path)) for lv in levels)),
             self._labels_group(path, ome) if want_labels else _none(),
-            self._tables(path) if self.opts.tables and not label else _none())
+            self._tables(path) if self.opts.tables and not label else _none(),
+            self._all(*(self.ps.array_info(join_path(path, lv.path)) for lv in unread)))
+        for lv, info in zip(unread, others, strict=True):
+            if info is None:
+                self._missing(f"level array {lv.path!r} of {what} {path!r}",
+                              join_path(path, lv.path))
+                return None
         recs = []
         for lv, info in zip(levels, infos, strict=True):
             if info is None:
@@ -504,6 +518,8 @@ class _Builder:
         self._range: dict[tuple[Any, ...], tuple[RangeIndex, Any]] = {}
         self._chan: dict[tuple[Hashable, tuple[str, ...]], PandasIndex] = {}
         self._omero_cache: dict[int, tuple[Any, Omero]] = {}
+        #: images whose omero lists another number of channels than they hold
+        self.unlabelled: list[tuple[str, int, int]] = []
 
     # -- coordinates --------------------------------------------------------------------
 
@@ -576,6 +592,10 @@ class _Builder:
             m0["datasets"] = [d for d in m0["datasets"] if d.get("path") in kept]
             ome = {**ome, "multiscales": [m0, *ome["multiscales"][1:]]}
         node = NodeSpec(attrs={"ome": ome, **rec.other, **(extra_attrs or {})})
+        fills = {lr.level.path: lr.info.fill_value for lr in rec.levels
+                 if lr.info.fill_value is not None}
+        if fills:  # kept with the image: a level computed anew still pads and writes with it
+            node.encoding["fill_values"] = fills
         # channel and time coordinates live on the image node, shared by all its levels
         shared: dict[str, int] = {}
         squeeze: dict[str, int] = {}
@@ -593,7 +613,15 @@ class _Builder:
                         f"{parent_coords[ax.name]}", full)
                 if ax.name in parent_coords:
                     continue
+                if size > MAX_CHANNELS:
+                    raise HcsMetadataError(
+                        f"axis {ax.name!r} claims {size} channels, more than the "
+                        f"{MAX_CHANNELS} an image may have", full)
                 om = self._omero(rec.ome, full)
+                if om is not None and om.channels and len(om.channels) != size:
+                    # which written label is whose? nobody can tell: none is used
+                    self.unlabelled.append((full, len(om.channels), size))
+                    om = None
                 labels = om.labels(size) if om else [f"c{j}" for j in range(size)]
                 idx, var = self._channel_coord(ax.name, labels)
                 node.coord_vars[ax.name] = var
@@ -641,7 +669,7 @@ class _Builder:
                 data = data[key] if not isinstance(data, indexing.LazilyIndexedArray) else \
                     indexing.LazilyIndexedArray(data.array, indexing.BasicIndexer(key))
             enc = {
-                "chunks": lr.info.chunks,
+                "chunks": lr.info.read_chunks,  # zarr's chunks (a shard's inner ones)
                 "preferred_chunks": dict(zip(dims, _drop(lr.info.chunks, squeeze), strict=True)),
                 "dtype": lr.info.dtype,
                 "source": self.ps.source,
@@ -704,4 +732,11 @@ def build_nodes(ps: PlateStore, rec: PlateRecord, opts: OpenOptions) -> dict[str
             b.image_nodes(f, out, {}, var_name=IMAGE_VAR, extra_attrs=extra)
     if rec.tables is not None:
         b.table_nodes(rec.tables, out)
+    if b.unlabelled:
+        first = b.unlabelled[0]
+        warnings.warn(
+            f"{len(b.unlabelled)} image(s) list another number of channel labels in their "
+            f"omero metadata than they have channels ({first[0]!r}: {first[1]} labels, "
+            f"{first[2]} channels): their labels are not used, the channels are called c0, "
+            "c1, ... (validate=True refuses such images)", HcsMetadataWarning, stacklevel=4)
     return out

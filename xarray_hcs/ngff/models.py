@@ -516,14 +516,25 @@ class Omero:
         return cls(tuple(chans), _extra(d, {"channels"}))
 
     def labels(self, n: int) -> list[str]:
-        """``n`` unique channel labels: the written ones, ``c<i>`` where absent or repeated."""
-        out: list[str] = []
+        """``n`` unique channel labels: the written ones (each at its first place), and for a
+        channel without one (or with a repeated one) ``c<i>``, made unique against every
+        written label, so that no channel ever takes another's name."""
+        written = [self.channels[i].label if i < len(self.channels) else None for i in range(n)]
+        out: list[str | None] = [None] * n
+        taken: set[str] = set()
+        for i, lab in enumerate(written):
+            if lab and lab not in taken:
+                out[i] = lab
+                taken.add(lab)
+        taken |= {lab for lab in written if lab}
         for i in range(n):
-            lab = self.channels[i].label if i < len(self.channels) else None
-            if not lab or lab in out:
-                lab = f"c{i}"
-            out.append(lab)
-        return out
+            if out[i] is None:
+                name, k = f"c{i}", 1
+                while name in taken:
+                    name, k = f"c{i}_{k}", k + 1
+                out[i] = name
+                taken.add(name)
+        return [str(lab) for lab in out]
 
 
 @dataclass(frozen=True, slots=True)

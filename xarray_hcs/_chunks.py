@@ -69,6 +69,8 @@ def read_regular(path: str, limit: int, where: str | None = None) -> bytes | Non
             if not more:
                 break
             data += more
+    except HcsError:
+        raise
     except OSError as e:
         raise _os_error(e, where) from None
     finally:
@@ -96,6 +98,8 @@ def _read_range(path: str, start: int, length: int, where: str) -> bytes | None:
             raise HcsReadError(f"is {st.st_size} bytes long; bytes {pos}..{pos + length} "
                                "were asked for", where)
         return os.pread(fd, length, pos)
+    except HcsError:
+        raise
     except OSError as e:
         raise _os_error(e, where) from None
     finally:

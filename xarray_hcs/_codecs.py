@@ -9,7 +9,8 @@ claims or inflates to more than the chunk can hold is refused before it is decom
 a 100 KB "decompression bomb" costs 100 KB.
 
 Limits (documented in docs/open.md): a chunk decodes to at most ``MAX_CHUNK_BYTES``; an array
-has at most ``MAX_CHUNKS`` chunks (or shards) and ``MAX_DIMS`` dimensions.
+holds at most ``MAX_ARRAY_BYTES`` in at most ``MAX_CHUNKS`` chunks (or shards) and
+``MAX_DIMS`` dimensions.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import numpy as np
 
 from .errors import HcsMetadataError
 
-__all__ = ["ChunkFormat", "Codec", "CodecError", "MAX_CHUNKS", "MAX_CHUNK_BYTES", "MAX_DIMS",
+__all__ = ["ChunkFormat", "Codec", "CodecError", "MAX_ARRAY_BYTES", "MAX_CHUNKS",
+           "MAX_CHUNK_BYTES", "MAX_DIMS",
            "MAX_DOCUMENT_BYTES", "ShardFormat", "chunk_format", "encoded_limit",
            "parse_fill_value", "v2_dtype", "v3_dtype"]
 
@@ -37,6 +39,8 @@ MAX_DIMS = 32
 MAX_CHUNKS = 2**22
 #: a chunk decodes to at most this many bytes (zarr v2 and blosc have the same limit)
 MAX_CHUNK_BYTES = 2**31 - 1
+#: an array holds at most this many bytes (a terabyte: a long time-lapse of a large field)
+MAX_ARRAY_BYTES = 2**40
 #: a metadata document is at most this large
 MAX_DOCUMENT_BYTES = 64 * 2**20
 
@@ -319,6 +323,10 @@ def _check_grid(shape: tuple[int, ...], chunks: tuple[int, ...], itemsize: int, 
     if len(chunks) != len(shape):
         raise HcsMetadataError(f"{what} {list(chunks)} does not match the array's shape "
                                f"{list(shape)}", where)
+    size = math.prod(shape) * max(itemsize, 1)
+    if size > MAX_ARRAY_BYTES:
+        raise HcsMetadataError(f"shape {list(shape)} of {itemsize}-byte items is {size} bytes, "
+                               f"more than the {MAX_ARRAY_BYTES} an array may hold", where)
     n = _grid_count(shape, chunks)
     if n > MAX_CHUNKS:
         raise HcsMetadataError(f"shape {list(shape)} in {what} {list(chunks)} makes {n} "

@@ -17,7 +17,13 @@ import numpy as np
 import xarray as xr
 
 from ._xarray_internals import NodeSpec, assemble_tree, spec_of
-from .errors import HcsMetadataError, HcsNotFoundError, HcsPathError, HcsSelectionError
+from .errors import (
+    HcsMetadataError,
+    HcsNotFoundError,
+    HcsPathError,
+    HcsSelectionError,
+    HcsValueError,
+)
 from .ngff import Plate, Well, check_name
 from .tree import resolve_acquisition, select_images, select_wells
 
@@ -439,9 +445,14 @@ def plate_with_image(plate_ome: dict[str, Any], well_ome: dict[str, Any] | None,
         raise HcsMetadataError(
             f"the plate has {len(plate.acquisitions)} acquisitions "
             f"({list(plate.acquisition_ids)}): pass acquisition= (the spec requires it)", wpath)
+    if acquisition is not None and (not isinstance(acquisition, int) or isinstance(
+            acquisition, bool) or acquisition < 0):
+        raise HcsValueError(f"acquisition must be an integer id >= 0, got {acquisition!r}",
+                            wpath)
+    if acquisition_name is not None and not isinstance(acquisition_name, str):
+        raise HcsValueError(f"acquisition_name must be a string, got {acquisition_name!r}",
+                            wpath)
     if acquisition is not None:
-        if not isinstance(acquisition, int) or isinstance(acquisition, bool):
-            raise HcsMetadataError(f"acquisition must be an integer id, got {acquisition!r}")
         if acquisition not in plate.acquisition_ids:
             entry: dict[str, Any] = {"id": acquisition}
             if acquisition_name is not None:
@@ -476,6 +487,13 @@ def plate_with_image(plate_ome: dict[str, Any], well_ome: dict[str, Any] | None,
         pl["acquisitions"] = acqs
     if "field_count" in pl:
         pl["field_count"] = max(pl["field_count"] or 0, len(images))
+    # what is about to be published must be what a reader accepts: checked by the reader's
+    # own rules, so that no argument can make the plate unreadable
+    try:
+        checked = Plate.from_dict(pl, "/")
+        Well.from_dict(new_well["well"], wpath, checked.acquisition_ids or None)
+    except HcsMetadataError as e:
+        raise HcsValueError(f"the image cannot be added: {e.message}", wpath) from None
     return {**plate_ome, "plate": pl}, new_well, field, acquisition
 
 

@@ -313,11 +313,12 @@ def remove_image(store: Any, row: str, column: Any, field: str, delete: bool = T
         zarr_format = ps.zarr_format
         _drop_consolidated(target, zarr_format)
         new_plate = dict(plate_ome["plate"])
-        if kept:
-            new_well = {**well[0], "well": {**well[0]["well"], "images": kept}}
-            run_sync(_set_all(target, group_documents(
-                wpath, encode_attrs(new_well, well[1], version), zarr_format)))
-        else:  # a well lists at least one field: unlist the well instead
+        # the well document always says what the well holds now, even nothing: an adder
+        # publishing into this well later reads it, and must not list the removed field
+        new_well = {**well[0], "well": {**well[0]["well"], "images": kept}}
+        run_sync(_set_all(target, group_documents(
+            wpath, encode_attrs(new_well, well[1], version), zarr_format)))
+        if not kept:  # a well the plate lists holds a field: unlist the well as well
             new_plate["wells"] = [w for w in new_plate["wells"] if w["path"] != wpath]
         if "field_count" in new_plate:  # the most fields of any well, which may now be fewer
             counts = [len(kept)] + [
@@ -329,8 +330,28 @@ def remove_image(store: Any, row: str, column: Any, field: str, delete: bool = T
                 "", encode_attrs({**plate_ome, "plate": new_plate}, plate_other, version),
                 zarr_format)))
         if delete:
-            run_sync(target.delete_dir(join_path(wpath, field) if kept else wpath))
+            run_sync(target.delete_dir(join_path(wpath, field)))
+            if not kept and not _holds_groups(target, wpath):
+                # the well goes only if nothing else is in it: a field another writer has
+                # reserved (under this lock) and is filling must never be deleted
+                run_sync(target.delete_dir(wpath))
     return join_path(wpath, field)
+
+
+def _holds_groups(target: Store, wpath: str) -> bool:
+    """Whether the well's group holds anything but its own documents (a reserved field)."""
+    async def children() -> bool:
+        async for _ in target.list_dir(wpath):
+            name = _.rstrip("/")
+            if name not in (*_WELL_DOCUMENTS, "") and not name.endswith(".partial"):
+                return True
+        return False
+
+    return run_sync(children())
+
+
+#: what a well group's own documents are called (v3, v2)
+_WELL_DOCUMENTS = ("zarr.json", ".zattrs", ".zgroup")
 
 
 def _plate_to_edit(target: Store, where: str) -> tuple[PlateStore, dict[str, Any],

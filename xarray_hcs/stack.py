@@ -36,6 +36,8 @@ from .store import run_sync
 __all__ = ["FieldEntry", "StackPlan", "StackedLevelArray", "backend_of", "level_path",
            "plan_stack", "stack_tree", "stacked_dataset", "well_field_coords", "CHANNELS"]
 
+#: axes longer than this are not stacked (their positions would be compared element-wise)
+MAX_STACKED_AXIS = 2**24
 #: how fields whose labels (channel names) differ are stacked
 Channels = Literal["exact", "union"]
 CHANNELS = ("exact", "union")
@@ -383,6 +385,11 @@ def _plan_positions(entries: Sequence[FieldEntry], axis: int, dim: str,
                                f"{_listing(lacking)}", None)
     ref_k = max(range(len(entries)), key=lambda k: entries[k].variable.shape[axis])
     ref_var = have[ref_k]
+    if entries[ref_k].variable.shape[axis] > MAX_STACKED_AXIS:
+        raise HcsMetadataError(
+            f"{entries[ref_k].name} is {entries[ref_k].variable.shape[axis]} long along "
+            f"{dim!r}: a stacked view takes at most {MAX_STACKED_AXIS} (select a level or a "
+            "region of it first)", None)
     unit = ref_var.attrs.get("units")
     factors = [conversion(c.attrs.get("units"), unit) for c in have]
     odd = [f"{e.name} ({c.attrs.get('units') or 'no unit'})"

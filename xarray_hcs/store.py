@@ -64,11 +64,11 @@ async def in_turn(*aws: Any) -> list[Any]:
 
 
 def group_documents(path: str, attrs: dict[str, Any], zarr_format: int,
-                    allow_nan: bool = False) -> dict[str, bytes]:
+                    allow_nan: bool = True) -> dict[str, bytes]:
     """The documents of a zarr group at ``path`` with ``attrs`` (keys are store paths).
 
-    ``allow_nan`` writes NaN and ±Infinity as Python's JSON does (as zarr writes attributes);
-    metadata stays strict JSON.
+    NaN and ±Infinity in attributes are written as zarr-python writes them (``NaN``), so a
+    plate that was read can be written back; ``allow_nan=False`` refuses them.
     """
     pre = f"{path}/" if path else ""
     if zarr_format == 3:
@@ -311,9 +311,17 @@ class PlateStore:
             if doc is None:
                 return None
             kind = doc.get("node_type", "group")
-            return kind, doc.get("attributes", {}) or {}, doc if kind == "array" else None
+            if kind not in ("group", "array"):
+                raise HcsMetadataError(f"node_type must be 'group' or 'array', got {kind!r}",
+                                       self.where(path))
+            attrs = doc.get("attributes", {}) or {}
+            if not isinstance(attrs, dict):
+                raise HcsMetadataError("attributes must be a JSON object", self.where(path))
+            return kind, attrs, doc if kind == "array" else None
         attrs, is_group = await self.gather(self._doc(path, ".zattrs"),
                                             self._doc(path, ".zgroup"))
+        if attrs is not None and not isinstance(attrs, dict):
+            raise HcsMetadataError(".zattrs must be a JSON object", self.where(path))
         if is_group is not None:
             return "group", attrs or {}, None
         zarray = await self._doc(path, ".zarray")
@@ -383,6 +391,8 @@ def is_url(s: str) -> bool:
 
 def read_error(e: BaseException, where: str) -> HcsError:
     """The HcsError for a failed store read (timeouts, HTTP errors, permissions...)."""
+    if isinstance(e, HcsError):
+        return e
     if isinstance(e, TimeoutError):
         return HcsReadError("timed out while reading the store (set a longer timeout in "
                             "storage_options, e.g. client_kwargs for HTTP)", where)

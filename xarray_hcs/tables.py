@@ -420,12 +420,12 @@ class _AnnDataReader:
                 return await self._nullable(sub, enc)
             if kind == "array" and enc in (None, "array", "string-array"):
                 return await self._array(sub, doc)
+            return await asyncio.to_thread(self._fallback, sub)
         except HcsError:
             raise
-        except Exception as e:  # zarr and numcodecs raise many kinds on bad data
+        except Exception as e:  # noqa: BLE001  zarr, numcodecs, AnnData raise many kinds
             raise HcsTableError(f"cannot decode AnnData element ({e!r})", self.where(sub)
                                 ) from None
-        return await asyncio.to_thread(self._fallback, sub)
 
     async def _array(self, sub: str, doc: dict[str, Any]) -> np.ndarray:
         from ._small_arrays import read_small_array
@@ -440,7 +440,13 @@ class _AnnDataReader:
 
     async def _dataframe(self, sub: str, attrs: dict[str, Any]) -> _Columns:
         index_name = attrs.get("_index", "_index")
-        order = list(attrs.get("column-order", []))
+        order = attrs.get("column-order", [])
+        if not isinstance(order, list):
+            raise HcsTableError(f"column-order must be a list, got {order!r}", self.where(sub))
+        # names of elements below this group: one safe path component each, never "../.."
+        for name in (index_name, *order):
+            check_relative_path(name, "AnnData element name", self.where(sub), parts=1)
+        order = list(order)
         if sub == "obs" and self._want is not None:  # only the columns asked for
             order = [c for c in order if c in self._want]
         cols = await self._all(*(self.elem(f"{sub}/{c}") for c in [index_name, *order]))

@@ -50,6 +50,8 @@ __all__ = ["OpenOptions", "PlateRecord", "read_plate", "build_nodes", "select_we
 IMAGE_VAR = "image"
 #: at most this many channels in an image (their labels are made when the tree is built)
 MAX_CHANNELS = 2**16
+#: coordinates of axes up to this long are computed when the tree is built; longer ones lazily
+_MATERIALISED = 2**20
 LABEL_VAR = "labels"
 OnMissing = Literal["raise", "warn"]
 
@@ -532,11 +534,15 @@ class _Builder:
 
             tr = RangeCoordinateTransform(start, start + size * step, size, axis.name,
                                           axis.name, step=step)
-            # the values the index computes, materialised once and shared read-only by
-            # every node on this grid: cheaper per node than the lazy transform variable
-            data = start + np.arange(size, dtype=np.float64) * step
-            data.flags.writeable = False
-            hit = self._range[key] = (RangeIndex(tr), data)
+            index = RangeIndex(tr)
+            if size <= _MATERIALISED:
+                # the values the index computes, materialised once and shared read-only by
+                # every node on this grid: cheaper per node than the lazy transform variable
+                data = start + np.arange(size, dtype=np.float64) * step
+                data.flags.writeable = False
+            else:  # a long axis: values computed when asked for, never all at once
+                data = index.create_variables()[axis.name]._data
+            hit = self._range[key] = (index, data)
         idx, data = hit
         attrs: dict[str, Any] = {}
         cf = _cf_axis(axis)

@@ -21,7 +21,7 @@ from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 
 from .arrays import dask_array
-from .errors import HcsError, HcsExistsError, HcsVersionError
+from .errors import HcsError, HcsExistsError, HcsMetadataError, HcsPathError, HcsVersionError
 from .metadata import ImageSpec, LevelSpec, PlateSpec, plate_spec
 from .ngff import WRITE_VERSIONS, check_relative_path, encode_attrs
 from .stack import backend_of
@@ -53,11 +53,57 @@ def open_writable(store: Any, storage_options: dict[str, Any] | None = None) -> 
         from zarr.storage import LocalStore
 
         path = Path(s.removeprefix("file://")).expanduser()
+        _check_local_target(path, s)
         if path.exists() and not path.is_dir():
             raise HcsExistsError("exists and is not a directory", s)
         return LocalStore(path, read_only=False)
     raise TypeError(f"cannot write a plate to {type(store).__name__}: pass a path, URL or "
                     "zarr Store")
+
+
+def _check_local_target(path: Path, where: str) -> None:
+    """A directory a plate can be written to, or an :class:`HcsPathError` saying why not,
+    before anything is written (a NUL byte, a name too long, a file where a folder must be)."""
+    if "\0" in str(path):
+        raise HcsPathError("holds a NUL byte", where.replace("\0", "\\0"))
+    limit = os.pathconf("/", "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+    for part in path.parts:
+        if len(os.fsencode(part)) > limit:
+            raise HcsPathError(f"has a name of {len(os.fsencode(part))} bytes, more than the "
+                               f"{limit} a file system name may have", where)
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise HcsPathError(f"cannot be made: {str(parent)!r} is a file, not a folder",
+                                   where)
+            break
+
+
+def _check_documents(spec: PlateSpec, version: str) -> None:
+    """Every group document the write will make, made now: a value JSON cannot hold (a
+    numpy array in the attributes) fails here, before any pixel is written."""
+    import json
+
+    nodes: list[tuple[str, dict[str, Any], dict[str, Any]]] = [("/", spec.ome, spec.other)]
+    for w in spec.wells:
+        nodes.append((w.path, w.ome, w.other))
+        for f in w.fields:
+            nodes.append((f.path, f.ome, f.other))
+            nodes.extend((lab.path, lab.ome, lab.other) for lab in f.labels)
+            if f.labels_ome is not None:
+                nodes.append((f"{f.path}/labels", f.labels_ome, f.labels_other))
+    for path, ome, other in nodes:
+        try:
+            json.dumps(encode_attrs(ome, other, version))
+        except (TypeError, ValueError, RecursionError) as e:
+            raise HcsMetadataError(f"its attributes cannot be written as JSON ({e})",
+                                   path) from None
+    for r, attrs in spec.rows.items():
+        try:
+            json.dumps(attrs)
+        except (TypeError, ValueError, RecursionError) as e:
+            raise HcsMetadataError(f"its attributes cannot be written as JSON ({e})",
+                                   r) from None
 
 
 def _version_of(tree: xr.DataTree, ngff_version: str | None) -> str:
@@ -81,10 +127,25 @@ async def group_format(store: Store, path: str = "") -> int | None:
 
 
 async def _exists(store: Store) -> bool:
-    return await group_format(store) is not None or await store.exists(".zarray")
+    """Whether the target holds anything: a plate, other zarr data, or the remains of an
+    interrupted write (keys without a root document, which a new plate would mix with)."""
+    if await group_format(store) is not None or await store.exists(".zarray"):
+        return True
+    async for _ in store.list():
+        return True
+    return False
+
+
+#: root documents: whatever claims that the store is a zarr group, a plate
+_ROOT_DOCUMENTS = ("zarr.json", ".zattrs", ".zgroup", ".zmetadata", ".zarray")
 
 
 async def _clear(store: Store) -> None:
+    """Delete everything, the root documents first: a clear interrupted half-way leaves a
+    store that claims to be nothing, never a plate listing wells that are gone."""
+    for name in _ROOT_DOCUMENTS:
+        if await store.exists(name):
+            await store.delete(name)
     await store.delete_dir("")
 
 
@@ -181,10 +242,11 @@ def write_plate(tree: xr.DataTree, store: Any, ngff_version: str | None = None,
     zarr_format = 2 if version == "0.4" else 3
     with gc_paused():
         spec = plate_spec(tree)  # checks everything before anything is written
+    _check_documents(spec, version)
     target = open_writable(store, storage_options)
     if run_sync(_exists(target)):
         if mode == "w-":
-            raise HcsExistsError("already holds zarr data (pass mode='w' to overwrite it)",
+            raise HcsExistsError("already holds data (pass mode='w' to replace it)",
                                  str(store))
         reading = _read_from(target, spec, tree.encoding.get("source"))
         if reading is not None:
@@ -226,17 +288,21 @@ def _read_from(target: Store, spec: PlateSpec, opened_from: Any = None) -> str |
             return opened_from
     elif isinstance(opened_from, str) and opened_from.rstrip("/") == mine:
         return opened_from
-    sources = {backend.plate_store for img in spec.images() for lv in img.levels
-               if (backend := backend_of(lv.variable)) is not None}
-    sources |= {held.ps for g in spec.table_groups() for _, _, held in g.tables
-                if isinstance(held, TableSource)}
-    for ps in sources:
-        theirs = key(ps.store)
+    from .lineage import stores_read_by
+    from .store import PlateStore
+
+    # every store the tree's arrays and tables read from, however derived (dask graphs,
+    # lazy wrappers, stacked views): not only the unmodified levels
+    held = [lv.variable for img in spec.images() for lv in img.levels]
+    held += [h for g in spec.table_groups() for _, _, h in g.tables if isinstance(h, TableSource)]
+    for found in stores_read_by(held):
+        store, root = (found.store, found.root) if isinstance(found, PlateStore) else (found, "")
+        theirs = key(store)
         if theirs is None:
             continue
-        theirs = theirs if not ps.root else f"{theirs}/{ps.root}"
+        theirs = theirs if not root else f"{theirs}/{root}"
         if theirs == mine or theirs.startswith(mine + "/") or mine.startswith(theirs + "/"):
-            return ps.source
+            return found.source if isinstance(found, PlateStore) else theirs
     return None
 
 

@@ -52,6 +52,9 @@ def decode_attrs(attrs: Any, zarr_format: int, path: str | None,
                                path)
     if zarr_format == 3 and "ome" in attrs:
         version = attrs["ome"].get("version") if isinstance(attrs["ome"], dict) else None
+        if version is not None and not isinstance(version, str):
+            raise HcsVersionError(f"the OME-NGFF version must be a string, got {version!r}",
+                                  path)
         if version is None:
             version = default_version
         if version in v06.VERSIONS:

@@ -21,10 +21,10 @@ OME_KEYS = ("plate", "well", "multiscales", "omero", "labels", "image-label",
 _VERSIONED = ("plate", "well", "image-label")
 
 
-def lift_versions(ome: dict[str, Any]) -> set[Any]:
+def lift_versions(ome: dict[str, Any], path: str | None = None) -> set[Any]:
     """Bring ``ome`` (in place) to the neutral form: per-object ``version`` keys removed (their
-    values returned) and empty image-label lists dropped."""
-    versions = set()
+    values returned, each checked to be a string) and empty image-label lists dropped."""
+    versions = _Versions(path)
     for key in _VERSIONED:
         obj = ome.get(key)
         if isinstance(obj, dict) and "version" in obj:
@@ -49,13 +49,27 @@ def lift_versions(ome: dict[str, Any]) -> set[Any]:
     return versions
 
 
+class _Versions(set):
+    """The versions a node's objects state: strings only (a version is compared and shown)."""
+
+    def __init__(self, path: str | None) -> None:
+        super().__init__()
+        self.path = path
+
+    def add(self, v: Any) -> None:
+        if v is not None and not isinstance(v, str):
+            raise HcsMetadataError(f"an OME-NGFF version must be a string, got {v!r}",
+                                   self.path)
+        super().add(v)
+
+
 def decode(attrs: dict[str, Any], path: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split 0.4 ``.zattrs`` into (version-neutral ome dict, other attrs)."""
     ome: dict[str, Any] = {}
     other: dict[str, Any] = {}
     for k, v in attrs.items():
         (ome if k in OME_KEYS else other)[k] = v
-    versions = lift_versions(ome)
+    versions = lift_versions(ome, path)
     if len(versions) > 1:
         raise HcsMetadataError(f"objects of one node disagree on the NGFF version: "
                                f"{sorted(map(str, versions))}", path)

@@ -26,7 +26,7 @@ def decode(attrs: dict[str, Any], path: str | None) -> tuple[dict[str, Any], dic
     # the neutral form has one version, at the top
     from .v04 import lift_versions
 
-    lift_versions(ome)
+    lift_versions(ome, path)
     return ome, other
 
 

@@ -63,3 +63,8 @@ def fresh_plate(tmp_path: Path):
         return write_sample_plate(tmp_path / f"plate-{version}-{n}.zarr", layout)
 
     return make
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true",
+                     help="long runs of the randomised tests (the fuzzer: 10,000 cases)")

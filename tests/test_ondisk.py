@@ -1,14 +1,12 @@
-"""On-disk editing: add_image from many processes at once, writers killed at random points,
-and the lock-free plan-then-fill pair."""
+"""On-disk editing: add_image and remove_image from many processes at once, writers killed at
+each step of their work (events, not timing: tests/_faults.py), and the lock-free
+plan-then-fill pair."""
 
 from __future__ import annotations
 
 import multiprocessing
-import random
-import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -29,9 +27,10 @@ from xarray_hcs.errors import (
 WRITER = Path(__file__).parent / "_writer_proc.py"
 
 
-def _img(value: int = 1, shape=(2, 1, 16, 16)) -> xr.DataArray:
-    return xr.DataArray(np.full(shape, value, dtype="uint16"), dims=("c", "z", "y", "x"),
-                        coords={"c": ["DAPI", "GFP"], "x": np.arange(shape[-1]) * 0.5,
+def _img(value: int = 1, shape=(2, 1, 16, 16), dtype: str = "uint16") -> xr.DataArray:
+    return xr.DataArray(np.full(shape, value, dtype=dtype), dims=("c", "z", "y", "x"),
+                        coords={"c": ["DAPI", "GFP"][:shape[0]],
+                                "x": np.arange(shape[-1]) * 0.5,
                                 "y": np.arange(shape[-2]) * 0.5})
 
 
@@ -111,26 +110,72 @@ def test_eight_processes_add_two_hundred_images(tmp_path):
     assert sum(counts.values()) == 201 and set(dt.hcs.wells) == {"A/1", "A/2", "B/1", "B/2"}
 
 
-def test_writers_killed_at_random_points_leave_a_consistent_plate(tmp_path):
+FAULTS = Path(__file__).parent / "_faults.py"
+
+
+def _changes(*args: str) -> int:
+    """How many file-system changes the edit makes (run once, not killed)."""
+    r = subprocess.run([sys.executable, str(FAULTS), "0", *args], capture_output=True,
+                       text=True, check=True)
+    return int(r.stdout.split("changes ")[-1])
+
+
+def _kill_points(total: int, most: int = 24) -> list[int]:
+    """Where to kill an edit of ``total`` changes: every one, or ``most`` spread over them
+    (the first and the last among them)."""
+    if total <= most:
+        return list(range(1, total + 1))
+    return sorted({1 + round(i * (total - 1) / (most - 1)) for i in range(most)})
+
+
+def _killed(n: int, *args: str) -> None:
+    r = subprocess.run([sys.executable, str(FAULTS), str(n), *args], capture_output=True,
+                       text=True)
+    assert r.returncode == 137, (n, r.stderr[-2000:])  # killed where asked, not before
+
+
+@pytest.mark.parametrize("into", ["a new well in a new row", "a well it has"])
+def test_an_adder_killed_at_each_of_its_changes_leaves_a_consistent_plate(tmp_path, into):
+    """Killed at its Nth change to the store, for N over every step of an add, a writer
+    leaves a plate that opens strictly and lists only complete images: nothing listed
+    before is lost, nothing half-written is listed."""
     p = tmp_path / "plate.zarr"
     xarray_hcs.add_image(p, "A", 1, _img(1), levels=2)
-    rng = random.Random(7)
-    kills = 0
-    listed = 1
-    while kills < 20:
-        with subprocess.Popen([sys.executable, str(WRITER), str(p), str(kills + 1), "50",
-                               "A/1", "C/7"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL) as pr:
-            time.sleep(rng.uniform(0.8, 2.5))  # the interpreter starts, then writes
-            pr.send_signal(signal.SIGKILL)
-            pr.wait()
-        kills += 1
+    probe = tmp_path / "probe.zarr"
+    xarray_hcs.add_image(probe, "A", 1, _img(1), levels=2)
+    new = into.startswith("a new")
+    total = _changes("add", str(probe), *(("C", "7") if new else ("A", "1")), "2")
+    listed = {fp: 1 for fp in xarray_hcs.open_plate(p).hcs.field_paths}
+    for i, n in enumerate(_kill_points(total, 16)):
+        well = (chr(ord("C") + i), "7") if new else ("A", "1")
+        _killed(n, "add", str(p), *well, str(100 + i))
         dt = _consistent(p)
-        assert len(dt.hcs.field_paths) >= listed  # nothing listed before is lost
-        listed = len(dt.hcs.field_paths)
-    assert listed > 1  # the writers did get images in between the kills
-    # and the plate still takes new images after all that
-    assert xarray_hcs.add_image(p, "A", 1, _img(3)).startswith("A/1/")
+        now = {fp: int(dt[f"{fp}/0"]["image"].values.flat[0]) for fp in dt.hcs.field_paths}
+        assert {fp: v for fp, v in now.items() if fp in listed} == listed  # nothing lost
+        assert all(v == 100 + i or fp in listed for fp, v in now.items())
+        listed = now
+    assert xarray_hcs.add_image(p, "A", 1, _img(3)).startswith("A/1/")  # still takes more
+
+
+@pytest.mark.parametrize("which", ["a well's last field", "one of many"])
+def test_a_remover_killed_at_each_of_its_changes_leaves_a_consistent_plate(tmp_path, which):
+    last = which.startswith("a well's")
+    layout = {f"{r}/{c}": 1 for r in "ABCD" for c in range(1, 5)} if last else {"A/1": 24}
+    p = tmp_path / "plan.zarr"
+    fields = xarray_hcs.create_plate(p, layout, _img(), levels=2)
+    for i, f in enumerate(fields):
+        xarray_hcs.write_field(p, f, _img(i + 1))
+    value = {f: i + 1 for i, f in enumerate(fields)}
+    probe = tmp_path / "probe.zarr"
+    xarray_hcs.create_plate(probe, {"B/2": 1 if last else 2}, _img(), levels=2)
+    xarray_hcs.write_field(probe, "B/2/0", _img(1))
+    total = _changes("remove", str(probe), "B", "2", "0")
+    for i, n in enumerate(_kill_points(total, 16)):
+        _killed(n, "remove", str(p), *fields[i].split("/"))
+        dt = _consistent(p)
+        for fp in dt.hcs.field_paths:  # every field still listed holds its own pixels
+            assert int(dt[f"{fp}/0"]["image"].values.flat[0]) == value[fp]
+        assert set(dt.hcs.field_paths) >= set(fields[i + 1:])  # the others all remain
 
 
 def _fill(args: tuple[str, str, int]) -> str:
@@ -239,65 +284,54 @@ def test_remove_image_bad_input_changes_nothing(tmp_path, fresh_plate):
     assert not (tmp_path / "nothing.zarr").exists()
 
 
-def _remove(args: tuple[str, str, int, str]) -> str:
-    plate, row, col, field = args
-    return xarray_hcs.remove_image(plate, row, col, field)
+RACE = Path(__file__).parent / "_race.py"
+RUNS = 20
 
 
-def test_processes_removing_and_adding_at_once_lose_nothing(tmp_path):
-    """Removers and adders share wells: under the lock no update is lost."""
-    p = tmp_path / "plate.zarr"
-    for w, (row, col) in enumerate((("A", 1), ("A", 2))):
-        for i in range(6):
-            xarray_hcs.add_image(p, row, col, _img(10 * w + i + 1), levels=2)
-    gone = [(str(p), row, col, str(i)) for row, col in (("A", 1), ("A", 2)) for i in (0, 2, 4)]
-    adders = [subprocess.Popen([sys.executable, str(WRITER), str(p), str(w), "4", "A/1",
-                                "A/2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-              for w in (1, 2)]
-    with ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("spawn")) as ex:
-        removed = sorted(ex.map(_remove, gone))
-    for pr in adders:
-        _, err = pr.communicate(timeout=600)
-        assert pr.returncode == 0, err.decode()[-2000:]
-    assert removed == sorted(f"{r}/{c}/{f}" for _, r, c, f in gone)
-    dt = _consistent(p)
-    values = sorted(int(dt[f"{fp}/0"]["image"].values.flat[0]) for fp in dt.hcs.field_paths)
-    kept = sorted(10 * w + i + 1 for w in (0, 1) for i in (1, 3, 5))
-    added = sorted(w * 1000 + i + 1 for w in (1, 2) for i in range(4))
-    assert values == sorted(kept + added)
+def test_adders_removers_and_readers_at_once_lose_nothing(tmp_path):
+    """8 adders, 2 removers and 2 readers on one plate, in shared wells, 20 races: every
+    added image is listed with its pixels, every removed one is gone, nothing else changed,
+    and the readers never read a wrong value or an error outside the HcsError family."""
+    import json
 
-
-_REMOVER = """
-import sys, xarray_hcs
-plate, fields = sys.argv[1], sys.argv[2:]
-print("ready", flush=True)
-for f in fields:
-    r, c, x = f.split("/")
-    try:
-        xarray_hcs.remove_image(plate, r, c, x)
-    except xarray_hcs.HcsNotFoundError:  # removed by an earlier, killed remover
-        pass
-"""
-
-
-def test_removers_killed_at_random_points_leave_a_consistent_plate(tmp_path):
-    p = tmp_path / "plan.zarr"
-    fields = xarray_hcs.create_plate(p, {"A/1": 30, "B/2": 30}, _img(), levels=2)
-    for i, f in enumerate(fields):
-        xarray_hcs.write_field(p, f, _img(i + 1))
-    rng = random.Random(3)
-    listed = len(fields)
-    for _ in range(10):
-        with subprocess.Popen([sys.executable, "-c", _REMOVER, str(p), *fields],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as pr:
-            assert pr.stdout.readline().strip() == b"ready"  # imported: removing from now
-            time.sleep(rng.uniform(0.0, 0.05))  # in the middle of some removal
-            pr.send_signal(signal.SIGKILL)
-            pr.wait()
-        dt = _consistent(p)  # every listed field is complete
-        assert len(dt.hcs.field_paths) <= listed
-        listed = len(dt.hcs.field_paths)
-    assert listed < len(fields)  # the removers did remove in between the kills
+    initial: dict[int, dict[str, int]] = {}
+    for r in range(RUNS):
+        run = tmp_path / f"run-{r}"
+        run.mkdir()
+        fields = xarray_hcs.create_plate(run / "plate.zarr", {"A/1": 3, "A/2": 3, "B/1": 2},
+                                         _img(shape=(1, 1, 8, 8), dtype="uint32"),
+                                         levels=1)
+        values = {f: 10 + i for i, f in enumerate(fields)}
+        for f, v in values.items():
+            xarray_hcs.write_field(run / "plate.zarr", f,
+                                   _img(v, shape=(1, 1, 8, 8), dtype="uint32"))
+        # remover 0 takes one field of each shared well, remover 1 both of B/1 (its last)
+        (run / "remove-0.json").write_text(json.dumps(["A/1/0", "A/2/1"]))
+        (run / "remove-1.json").write_text(json.dumps(["B/1/0", "B/1/1"]))
+        (run / "values.json").write_text(json.dumps(values))
+        initial[r] = values
+    roles = ([("adder", i) for i in range(8)] + [("remover", j) for j in range(2)]
+             + [("reader", k) for k in range(2)])
+    procs = [subprocess.Popen([sys.executable, str(RACE), role, str(i), str(tmp_path),
+                               str(RUNS)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for role, i in roles]
+    reports = []
+    for pr in procs:
+        out, err = pr.communicate(timeout=1800)
+        assert pr.returncode == 0, err[-3000:]
+        reports += [json.loads(line) for line in out.splitlines()]
+    assert sum(r["looks"] for r in reports if r["role"] == "reader") >= 2 * RUNS
+    for r in range(RUNS):
+        mine = [rep for rep in reports if rep["run"] == r]
+        for rep in mine:
+            assert not rep.get("problems"), (r, rep["problems"][:5])
+        added = {fp: v for rep in mine for fp, v in rep.get("added", {}).items()}
+        removed = {fp for rep in mine for fp in rep.get("removed", [])}
+        assert len(added) == 16 and removed == {"A/1/0", "A/2/1", "B/1/0", "B/1/1"}
+        dt = _consistent(tmp_path / f"run-{r}" / "plate.zarr")
+        now = {fp: int(dt[f"{fp}/0"]["image"].values.flat[0]) for fp in dt.hcs.field_paths}
+        expected = {fp: v for fp, v in initial[r].items() if fp not in removed} | added
+        assert now == expected, r
 
 
 @pytest.mark.parametrize("version", ["0.4", "0.5"])

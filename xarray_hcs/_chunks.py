@@ -293,16 +293,31 @@ class ArrayReader:
         fmt = self.fmt
         out_shape, pieces = self._plan(key)
         if fmt.shard is not None:
-            return self._assemble(out_shape, pieces, self._sharded_local(pieces))
-        decoded: dict[tuple[int, ...], np.ndarray | None] = {}
-        for idx, _, _ in pieces:
-            if idx not in decoded:
-                name = fmt.key(idx)
-                raw = read_regular(os.path.join(self.local, name), self._chunk_limit(),
-                                   f"{self.where}/{name}")
-                decoded[idx] = None if raw is None else self._decode(
-                    raw, fmt.codecs, fmt.dtype, fmt.chunks, name)
-        return self._assemble(out_shape, pieces, [decoded[i] for i, _, _ in pieces])
+            chunks = self._sharded_local(pieces)
+        else:
+            decoded: dict[tuple[int, ...], np.ndarray | None] = {}
+            for idx, _, _ in pieces:
+                if idx not in decoded:
+                    name = fmt.key(idx)
+                    raw = read_regular(os.path.join(self.local, name), self._chunk_limit(),
+                                       f"{self.where}/{name}")
+                    decoded[idx] = None if raw is None else self._decode(
+                        raw, fmt.codecs, fmt.dtype, fmt.chunks, name)
+            chunks = [decoded[i] for i, _, _ in pieces]
+        if any(c is None for c in chunks):
+            self._still_there()
+        return self._assemble(out_shape, pieces, chunks)
+
+    def _still_there(self) -> None:
+        """An absent chunk reads as the fill value, unless the array itself is gone: removed
+        while it was read (a remover deletes an array's document before its chunks), in
+        which case its missing chunks are no fill values and must not read as such."""
+        assert self.local is not None
+        doc = "zarr.json" if self.fmt.zarr_format == 3 else ".zarray"
+        if not os.path.exists(os.path.join(self.local, doc)):
+            from .errors import HcsNotFoundError
+
+            raise HcsNotFoundError("was removed while it was read", self.where)
 
     async def aread(self, key: tuple[Any, ...]) -> np.ndarray:
         """``key`` read through ``fetch`` (any store), the chunks concurrently."""

@@ -330,12 +330,30 @@ def remove_image(store: Any, row: str, column: Any, field: str, delete: bool = T
                 "", encode_attrs({**plate_ome, "plate": new_plate}, plate_other, version),
                 zarr_format)))
         if delete:
+            _unpublish(target, join_path(wpath, field))
             run_sync(target.delete_dir(join_path(wpath, field)))
             if not kept and not _holds_groups(target, wpath):
                 # the well goes only if nothing else is in it: a field another writer has
                 # reserved (under this lock) and is filling must never be deleted
                 run_sync(target.delete_dir(wpath))
     return join_path(wpath, field)
+
+
+def _unpublish(target: Store, path: str) -> None:
+    """Delete the documents of every group and array below ``path`` before anything else:
+    a reader that meets a missing chunk of a removed array then finds the array gone too,
+    and says so, instead of reading the missing chunk as fill values."""
+    async def docs() -> list[str]:
+        return [k async for k in target.list_prefix(path + "/")
+                if k.rsplit("/", 1)[-1] in _DOCUMENTS]
+
+    keys = run_sync(docs())
+    for key in sorted(keys, key=lambda k: -k.count("/")):  # the arrays', then the groups'
+        run_sync(target.delete(key))
+
+
+#: the documents of zarr nodes (v3, v2)
+_DOCUMENTS = ("zarr.json", ".zarray", ".zattrs", ".zgroup")
 
 
 def _holds_groups(target: Store, wpath: str) -> bool:

@@ -271,7 +271,9 @@ def _claimed_bytes(dt: Any) -> int:
 
 
 def _slices(var: Any) -> tuple[Any, ...]:
-    return tuple(0 if i < var.ndim - 2 else slice(0, 3) for i in range(var.ndim))
+    """The first plane's corner (an empty axis, valid zarr, is taken whole)."""
+    return tuple((0 if n else slice(None)) if i < var.ndim - 2 else slice(0, 3)
+                 for i, n in enumerate(var.shape))
 
 
 def _zarr_read(plate: Path, enc: dict[str, Any], key: tuple[Any, ...]) -> Any:

@@ -575,9 +575,35 @@ def chunk_format(doc: Any, zarr_format: int, where: str) -> ChunkFormat | None:
     if not isinstance(doc, dict):
         raise HcsMetadataError("array metadata must be a JSON object", where)
     try:
-        return _v3(doc, where) if zarr_format == 3 else _v2(doc, where)
+        fmt = _v3(doc, where) if zarr_format == 3 else _v2(doc, where)
     except HcsMetadataError:
         raise
     except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as e:
         raise HcsMetadataError(f"malformed zarr v{zarr_format} array metadata ({e!r})",
+                               where) from None
+    if fmt is None:
+        _zarr_accepts(doc, zarr_format, where)
+    return fmt
+
+
+def _zarr_accepts(doc: dict[str, Any], zarr_format: int, where: str) -> None:
+    """A document whose codecs only zarr applies is parsed by zarr itself, now: unknown codec
+    names and bad configurations fail when the plate is opened, as an HcsMetadataError,
+    rather than at the first read from deep inside zarr."""
+    try:
+        if zarr_format == 3:
+            from zarr.core.metadata.v3 import ArrayV3Metadata
+
+            meta: Any = ArrayV3Metadata.from_dict(dict(doc))
+        else:
+            from zarr.core.metadata.v2 import ArrayV2Metadata
+
+            meta = ArrayV2Metadata.from_dict({k: v for k, v in doc.items()
+                                              if k != "attributes"})
+        from zarr.core.array import AsyncArray
+        from zarr.storage import MemoryStore, StorePath
+
+        AsyncArray(meta, StorePath(MemoryStore()))  # builds the codec pipeline
+    except Exception as e:  # noqa: BLE001  zarr raises many kinds on bad documents
+        raise HcsMetadataError(f"zarr cannot read this array ({type(e).__name__}: {e})",
                                where) from None

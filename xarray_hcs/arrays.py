@@ -108,8 +108,8 @@ class ZarrLevelArray(BackendArray):
         reader = self.reader
         if reader is not None:
             return await reader.aread(key)
-        aa = self.array._async_array
         try:
+            aa = self.array._async_array
             if all(isinstance(k, slice | int | np.integer) for k in key):
                 out = await aa.getitem(key)
             else:

@@ -418,3 +418,40 @@ def test_a_bad_add_image_argument_never_reaches_the_plate(tmp_path, kw):
 def test_every_error_here_is_of_the_family():
     assert issubclass(HcsReadError, HcsError) and issubclass(HcsReadError, OSError)
     assert issubclass(xarray_hcs.HcsValueError, ValueError)
+
+
+def test_a_truncated_blosc_chunk_is_refused_not_read_past_its_end(tmp_path):
+    """blosc stores incompressible data as is and reads as many bytes as its header says: a
+    chunk cut short would be read past its end, into memory that is not the chunk's."""
+    import zarr
+
+    p = _plate(tmp_path, "0.4")
+    a = zarr.open_array(p / "A/01/0/0", mode="r+")
+    assert a.metadata.compressor.codec_id == "blosc"
+    a[0, 0, :16, :16] = np.random.default_rng(1).integers(1, 60000, (16, 16)).astype("u2")
+    chunk = _chunk(p, "0.4")
+    raw = chunk.read_bytes()
+    chunk.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(HcsReadError, match="where its blosc header says"):
+        xr.open_datatree(p, engine="ome-hcs")["A/01/0/0"]["image"].values  # noqa: B018
+
+
+def test_an_array_removed_or_made_anew_under_an_open_tree_is_an_error(tmp_path):
+    """A tree opened before a field was removed (and its path taken by another image) reads
+    neither the deleted chunks as fill values nor the new image under the old one's dtype,
+    coordinates and channel names: both are HcsNotFoundErrors."""
+    p = _plate(tmp_path, "0.5", fields=2)
+    for chunks in (None, {}):
+        old = xr.open_datatree(p, engine="ome-hcs", chunks=chunks)
+        xarray_hcs.remove_image(p, "A", 1, "1")
+        with pytest.raises(xarray_hcs.HcsNotFoundError, match="removed"):
+            old["A/01/1/0"]["image"].values  # noqa: B018
+        new = xr.DataArray(np.full((2, 1, 32, 32), -1, "int16"), dims=("c", "z", "y", "x"),
+                           coords={"c": ["Actin", "Tubulin"]})
+        assert xarray_hcs.add_image(p, "A", 1, new, levels=1) == "A/01/1"
+        with pytest.raises(xarray_hcs.HcsNotFoundError, match="replaced since the plate was "
+                                                               "opened"):
+            old["A/01/1/0"]["image"].values  # noqa: B018
+        assert int(xr.open_datatree(p, engine="ome-hcs")["A/01/1/0"]["image"].min()) == -1
+        xarray_hcs.remove_image(p, "A", 1, "1")
+        xarray_hcs.add_image(p, "A", 1, new.astype("uint16") * 0 + 7, levels=1)

@@ -31,7 +31,8 @@ import numpy as np
 from ._codecs import MAX_CHUNK_BYTES, ChunkFormat, CodecError, encoded_limit
 from .errors import HcsError, HcsReadError
 
-__all__ = ["ArrayReader", "ChunkWriter", "holds_only", "read_regular", "write_file"]
+__all__ = ["ArrayReader", "ChunkWriter", "file_stamp", "holds_only", "read_regular",
+           "write_file"]
 
 #: a chunk of strings (a table column) decodes to at most this many bytes
 MAX_VLEN_BYTES = 2**28
@@ -40,12 +41,14 @@ MAX_VLEN_BYTES = 2**28
 # ----------------------------------------------------------------------------- local files
 
 
-def read_regular(path: str, limit: int, where: str | None = None) -> bytes | None:
+def read_regular(path: str, limit: int, where: str | None = None,
+                 stamp: list[Any] | None = None) -> bytes | None:
     """The bytes of the regular file ``path`` (None if absent), at most ``limit`` of them.
 
     Only regular files are read: a directory, FIFO, socket or device (a link to
     ``/dev/zero``) in a file's place is an :class:`HcsReadError` (opened without blocking),
-    as is a file larger than ``limit`` or one that cannot be read.
+    as is a file larger than ``limit`` or one that cannot be read. ``stamp``, if given,
+    receives the file's identity (:func:`file_stamp` of the file read).
     """
     where = where or path
     try:
@@ -62,6 +65,8 @@ def read_regular(path: str, limit: int, where: str | None = None) -> bytes | Non
         if st.st_size > limit:
             raise HcsReadError(f"holds {st.st_size} bytes, more than the {limit} it can "
                                "hold", where)
+        if stamp is not None:
+            stamp.append(_stamp_of(st))
         # one byte more than its size: a file that grew while read shows it
         data = os.read(fd, st.st_size + 1)
         while len(data) <= st.st_size:  # short reads (network file systems)
@@ -78,6 +83,21 @@ def read_regular(path: str, limit: int, where: str | None = None) -> bytes | Non
     if len(data) > limit:  # grew while read
         raise HcsReadError(f"holds more than the {limit} bytes it can hold", where)
     return data
+
+
+def _stamp_of(st: os.stat_result) -> tuple[int, ...]:
+    # the inode alone may be reused at once by a file made after one deleted: its change
+    # time (nanoseconds) tells them apart
+    return (st.st_dev, st.st_ino, st.st_ctime_ns)
+
+
+def file_stamp(path: str) -> tuple[int, ...] | None:
+    """The identity of the file at ``path`` as :func:`read_regular` records it; None if
+    there is none."""
+    try:
+        return _stamp_of(os.stat(path))
+    except OSError:
+        return None
 
 
 def _read_range(path: str, start: int, length: int, where: str) -> bytes | None:
@@ -199,14 +219,16 @@ class ArrayReader:
     (:meth:`aread`). ``where`` names the array in messages.
     """
 
-    __slots__ = ("fmt", "local", "fetch", "where")
+    __slots__ = ("fmt", "local", "fetch", "where", "stamp")
 
     def __init__(self, fmt: ChunkFormat, where: str, local: str | None = None,
-                 fetch: Callable[..., Awaitable[bytes | None]] | None = None) -> None:
+                 fetch: Callable[..., Awaitable[bytes | None]] | None = None,
+                 stamp: tuple[int, ...] | None = None) -> None:
         self.fmt = fmt
         self.local = local
         self.fetch = fetch
         self.where = where
+        self.stamp = stamp  # the array document's identity when it was read (local)
 
     # -- planning -------------------------------------------------------------------------
 
@@ -290,34 +312,49 @@ class ArrayReader:
     def read(self, key: tuple[Any, ...]) -> np.ndarray:
         """``key`` of a local array, read in this thread."""
         assert self.local is not None
-        fmt = self.fmt
         out_shape, pieces = self._plan(key)
-        if fmt.shard is not None:
-            chunks = self._sharded_local(pieces)
-        else:
-            decoded: dict[tuple[int, ...], np.ndarray | None] = {}
-            for idx, _, _ in pieces:
-                if idx not in decoded:
-                    name = fmt.key(idx)
-                    raw = read_regular(os.path.join(self.local, name), self._chunk_limit(),
-                                       f"{self.where}/{name}")
-                    decoded[idx] = None if raw is None else self._decode(
-                        raw, fmt.codecs, fmt.dtype, fmt.chunks, name)
-            chunks = [decoded[i] for i, _, _ in pieces]
-        if any(c is None for c in chunks):
-            self._still_there()
+        try:
+            chunks = self._local_chunks(pieces)
+        except HcsReadError:
+            self._still_the_same(True)  # chunks of another array are not "damaged" ones
+            raise
+        self._still_the_same(any(c is None for c in chunks))
         return self._assemble(out_shape, pieces, chunks)
 
-    def _still_there(self) -> None:
-        """An absent chunk reads as the fill value, unless the array itself is gone: removed
-        while it was read (a remover deletes an array's document before its chunks), in
-        which case its missing chunks are no fill values and must not read as such."""
+    def _local_chunks(self, pieces: list[Any]) -> list[np.ndarray | None]:
         assert self.local is not None
-        doc = "zarr.json" if self.fmt.zarr_format == 3 else ".zarray"
-        if not os.path.exists(os.path.join(self.local, doc)):
-            from .errors import HcsNotFoundError
+        fmt = self.fmt
+        if fmt.shard is not None:
+            return self._sharded_local(pieces)
+        decoded: dict[tuple[int, ...], np.ndarray | None] = {}
+        for idx, _, _ in pieces:
+            if idx not in decoded:
+                name = fmt.key(idx)
+                raw = read_regular(os.path.join(self.local, name), self._chunk_limit(),
+                                   f"{self.where}/{name}")
+                decoded[idx] = None if raw is None else self._decode(
+                    raw, fmt.codecs, fmt.dtype, fmt.chunks, name)
+        return [decoded[i] for i, _, _ in pieces]
 
-            raise HcsNotFoundError("was removed while it was read", self.where)
+    def _still_the_same(self, absent: bool) -> None:
+        """After a read: the array is still the one whose document was read. A removed array
+        (a remover deletes the documents first) would read its deleted chunks as fill values;
+        one removed and made anew at the same path (another image) would be read with the
+        old one's dtype, coordinates and channel names. Both are errors, not values."""
+        assert self.local is not None
+        from .errors import HcsNotFoundError
+
+        doc = os.path.join(self.local, "zarr.json" if self.fmt.zarr_format == 3 else ".zarray")
+        if self.stamp is None:
+            if absent and not os.path.exists(doc):
+                raise HcsNotFoundError("was removed while it was read", self.where)
+            return
+        now = file_stamp(doc)
+        if now is None:
+            raise HcsNotFoundError("was removed since the plate was opened", self.where)
+        if now != self.stamp:
+            raise HcsNotFoundError("was replaced since the plate was opened (another array "
+                                   "at its path): open the plate again", self.where)
 
     async def aread(self, key: tuple[Any, ...]) -> np.ndarray:
         """``key`` read through ``fetch`` (any store), the chunks concurrently."""

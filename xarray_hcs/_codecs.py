@@ -190,7 +190,12 @@ class Codec:
 
             if len(data) < 16:
                 raise CodecError("is too short for a blosc header")
-            declared = _cbuffer_sizes(data)[0]
+            declared, stored, _ = _cbuffer_sizes(data)
+            if stored != len(data):
+                # blosc reads as many bytes as its header says: a truncated chunk would be
+                # read past its end (memory that is not the chunk's)
+                raise CodecError(f"holds {len(data)} bytes where its blosc header says "
+                                 f"{stored}")
             if declared > limit:
                 raise CodecError(f"declares {declared} decoded bytes, more than the {limit} "
                                  "the chunk can hold")

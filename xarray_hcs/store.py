@@ -99,6 +99,8 @@ class ArrayInfo:
     fill_value: Any = None
     #: how its chunks are named and decoded (:mod:`._codecs`); None: only zarr can
     format: Any = None
+    #: the identity of its document when read (local plates): a read checks it is unchanged
+    stamp: Any = None
 
     @property
     def read_chunks(self) -> tuple[int, ...]:
@@ -267,8 +269,12 @@ class PlateStore:
     async def _get(self, key: str, limit: int = MAX_DOCUMENT_BYTES) -> bytes | None:
         return await self.read_bytes(key, limit)
 
-    async def _get_json(self, key: str) -> Any | None:
-        raw = await self._get(key)
+    async def _get_json(self, key: str, stamp: list[Any] | None = None) -> Any | None:
+        if stamp is not None and self._local_root is not None:
+            raw = read_regular(os.path.join(self._local_root, key), MAX_DOCUMENT_BYTES,
+                               self.where(self._rel(key)), stamp)
+        else:
+            raw = await self._get(key)
         if raw is None:
             return None
         try:
@@ -287,12 +293,13 @@ class PlateStore:
             return False, None
         return True, self.consolidated.get(key)
 
-    async def _doc(self, path: str, name: str) -> Any | None:
-        """The document ``name`` of node ``path``: known already, or read (None if absent)."""
+    async def _doc(self, path: str, name: str, stamp: list[Any] | None = None) -> Any | None:
+        """The document ``name`` of node ``path``: known already, or read (None if absent);
+        ``stamp`` receives the identity of a local file read."""
         found, doc = self._consolidated_doc(path, name)
         if found:
             return doc
-        return await self._get_json(join_path(self.root, path, name))
+        return await self._get_json(join_path(self.root, path, name), stamp)
 
     # -- nodes --------------------------------------------------------------------------
 
@@ -358,20 +365,28 @@ class PlateStore:
         return attrs
 
     async def array_info(self, path: str) -> ArrayInfo | None:
-        """Shape, dtype, chunks and metadata document of the array at ``path``; None if absent."""
+        """Shape, dtype, chunks and metadata document of the array at ``path``; None if absent.
+
+        For local plates the document's identity is kept too: reads check that the array is
+        still the one described (see :meth:`._chunks.ArrayReader._still_the_same`)."""
+        stamp: list[Any] = []
+        name = "zarr.json" if self.zarr_format == 3 else ".zarray"
         if self.zarr_format == 3:
-            doc = await self._doc(path, "zarr.json")
+            doc = await self._doc(path, name, stamp)
             if doc is None:
                 return None
         else:
-            doc, attrs = await asyncio.gather(self._doc(path, ".zarray"),
+            doc, attrs = await asyncio.gather(self._doc(path, name, stamp),
                                               self._doc(path, ".zattrs"))
             if doc is None:
                 return None
             if not isinstance(doc, dict):
                 raise HcsMetadataError(".zarray must be a JSON object", self.where(path))
             doc = {**doc, "attributes": attrs if isinstance(attrs, dict) else {}}
-        return self.info_of(path, doc)
+        info = self.info_of(path, doc)
+        if stamp:
+            object.__setattr__(info, "stamp", stamp[0])
+        return info
 
     def zarr_array(self, info: ArrayInfo) -> zarr.Array:
         """A zarr Array built from ``info`` without another metadata read."""

@@ -580,7 +580,9 @@ class _Builder:
         backend = ZarrLevelArray(self.ps, info)
         if self.opts.chunks is None:
             return indexing.LazilyIndexedArray(backend)
-        token = f"{self.ps.source}\0{self.ps.root}\0{info.path}\0{self.opts.chunks!r}"
+        # the document's identity too: an array made anew at the same path is another array
+        token = (f"{self.ps.source}\0{self.ps.root}\0{info.path}\0{self.opts.chunks!r}\0"
+                 f"{info.stamp}")
         return dask_array(backend, token, self.opts.chunks, label=info.path)
 
     def image_nodes(self, rec: ImageRecord, out: dict[str, NodeSpec],

@@ -20,6 +20,7 @@ either decoded or is the fill value of an absent chunk: the output is checked to
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import os
 import stat
@@ -41,20 +42,65 @@ MAX_VLEN_BYTES = 2**28
 # ----------------------------------------------------------------------------- local files
 
 
+#: directories known to lie inside a store's root (after resolving links), per root
+_INSIDE: dict[tuple[str, str], bool] = {}
+_REAL_ROOTS: dict[str, str] = {}
+
+
+def _inside(real: str, root: str) -> bool:
+    real_root = _REAL_ROOTS.get(root)
+    if real_root is None:
+        real_root = _REAL_ROOTS[root] = os.path.realpath(root)
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def _open_inside(path: str, root: str | None, where: str) -> int:
+    """A file descriptor of ``path``, which must lie inside ``root`` once symbolic links are
+    resolved: a plate from an untrusted archive could otherwise link a chunk or a table to
+    any local file, which a reader would parse and a writer copy into the plate it writes.
+    Links that stay inside the root are followed."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if root is None:
+        return os.open(path, flags)
+    parent = os.path.dirname(path)
+    ok = _INSIDE.get((root, parent))
+    if ok is None:
+        if len(_INSIDE) > 100_000:
+            _INSIDE.clear()
+        ok = _INSIDE[(root, parent)] = _inside(os.path.realpath(parent), root)
+    if not ok:
+        raise HcsReadError(f"lies in {os.path.realpath(parent)!r}, outside the store's "
+                           f"directory {root!r} (through '..' or a symbolic link; neither "
+                           "is followed out of a store)", where)
+    try:
+        return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+    real = os.path.realpath(path)  # a link in the file's own place
+    if not _inside(real, root):
+        raise HcsReadError(f"is a symbolic link to {real!r}, outside the store's directory "
+                           f"{root!r}; links out of a store are not followed", where)
+    return os.open(real, flags)
+
+
 def read_regular(path: str, limit: int, where: str | None = None,
-                 stamp: list[Any] | None = None) -> bytes | None:
+                 stamp: list[Any] | None = None, root: str | None = None) -> bytes | None:
     """The bytes of the regular file ``path`` (None if absent), at most ``limit`` of them.
 
     Only regular files are read: a directory, FIFO, socket or device (a link to
     ``/dev/zero``) in a file's place is an :class:`HcsReadError` (opened without blocking),
     as is a file larger than ``limit`` or one that cannot be read. ``stamp``, if given,
-    receives the file's identity (:func:`file_stamp` of the file read).
+    receives the file's identity (:func:`file_stamp` of the file read). ``root``, if given,
+    is the store's directory, which the file must lie in (see :func:`_open_inside`).
     """
     where = where or path
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = _open_inside(path, root, where)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except HcsError:
+        raise
     except OSError as e:
         raise _os_error(e, where) from None
     try:
@@ -100,13 +146,17 @@ def file_stamp(path: str) -> tuple[int, ...] | None:
         return None
 
 
-def _read_range(path: str, start: int, length: int, where: str) -> bytes | None:
+def _read_range(path: str, start: int, length: int, where: str, root: str | None = None
+                ) -> bytes | None:
     """``length`` bytes of the regular file ``path`` from ``start`` (negative: from its end);
-    None if the file is absent; an error if it is shorter."""
+    None if the file is absent; an error if it is shorter. ``root`` as for
+    :func:`read_regular`."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = _open_inside(path, root, where)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except HcsError:
+        raise
     except OSError as e:
         raise _os_error(e, where) from None
     try:
@@ -219,13 +269,14 @@ class ArrayReader:
     (:meth:`aread`). ``where`` names the array in messages.
     """
 
-    __slots__ = ("fmt", "local", "fetch", "where", "stamp")
+    __slots__ = ("fmt", "local", "root", "fetch", "where", "stamp")
 
     def __init__(self, fmt: ChunkFormat, where: str, local: str | None = None,
                  fetch: Callable[..., Awaitable[bytes | None]] | None = None,
-                 stamp: tuple[int, ...] | None = None) -> None:
+                 stamp: tuple[int, ...] | None = None, root: str | None = None) -> None:
         self.fmt = fmt
         self.local = local
+        self.root = root  # the store's directory, which every chunk file must lie in
         self.fetch = fetch
         self.where = where
         self.stamp = stamp  # the array document's identity when it was read (local)
@@ -331,7 +382,7 @@ class ArrayReader:
             if idx not in decoded:
                 name = fmt.key(idx)
                 raw = read_regular(os.path.join(self.local, name), self._chunk_limit(),
-                                   f"{self.where}/{name}")
+                                   f"{self.where}/{name}", root=self.root)
                 decoded[idx] = None if raw is None else self._decode(
                     raw, fmt.codecs, fmt.dtype, fmt.chunks, name)
         return [decoded[i] for i, _, _ in pieces]
@@ -403,7 +454,10 @@ class ArrayReader:
                 raise HcsReadError(f"has a damaged shard index ({e})", where) from None
         index = np.frombuffer(raw, dtype="<u8").reshape(-1, 2)
         limit = encoded_limit(int(np.prod(shard.chunks)) * self.fmt.dtype.itemsize)
-        held = index[:, 0] != np.iinfo(np.uint64).max
+        empty = index == np.iinfo(np.uint64).max
+        if np.any(empty[:, 0] != empty[:, 1]):  # the empty marker is both values, or none
+            raise HcsReadError("has a damaged shard index (an entry half marked empty)", where)
+        held = ~empty[:, 0]
         if np.any(index[held, 1] > limit):
             raise HcsReadError("has a shard index naming a chunk larger than a chunk can be",
                                where)
@@ -434,11 +488,11 @@ class ArrayReader:
             path = os.path.join(self.local, name)
             if outer not in indexes:
                 at = -n if self.fmt.shard.index_at_end else 0
-                indexes[outer] = self._parse_index(_read_range(path, at, n, f"{self.where}/"
-                                                               f"{name}"), name)
+                indexes[outer] = self._parse_index(_read_range(
+                    path, at, n, f"{self.where}/{name}", self.root), name)
             span = self._inner(indexes[outer], pos)
             raw = None if span is None else _read_range(path, span[0], span[1],
-                                                        f"{self.where}/{name}")
+                                                        f"{self.where}/{name}", self.root)
             decoded[idx] = None if raw is None else self._decode_inner(raw, name)
         return [decoded[i] for i, _, _ in pieces]
 

@@ -95,7 +95,7 @@ class ZarrLevelArray(BackendArray):
 
                 self._reader = ArrayReader(
                     fmt, self.where, local=None if root is None else os.path.join(root, path),
-                    fetch=fetch, stamp=self.info.stamp)
+                    fetch=fetch, stamp=self.info.stamp, root=root)
         return self._reader  # type: ignore[return-value]
 
     def read_inline(self, key: tuple[Any, ...]) -> np.ndarray | None:

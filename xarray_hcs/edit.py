@@ -231,15 +231,23 @@ def _row_key(name: str) -> tuple[int, str]:
     return (len(name), name)
 
 
-def _as_image(image: Any) -> xr.DataArray:
+def check_levels(levels: Any) -> None:
+    """Refuse a ``levels`` argument that is not None or an integer >= 1."""
+    if levels is not None and (not isinstance(levels, (int, np.integer))
+                               or isinstance(levels, bool) or levels < 1):
+        raise HcsValueError(f"levels must be an integer >= 1 (or None: as many as the "
+                            f"image's size allows), got {levels!r}")
+
+
+def as_image(image: Any) -> xr.DataArray:
     if isinstance(image, xr.Dataset):
         if "image" not in image.data_vars:
             raise HcsMetadataError(f"a Dataset image needs an 'image' variable, it has "
                                    f"{list(image.data_vars)}")
         image = image["image"]
     if not isinstance(image, xr.DataArray):
-        raise TypeError(f"image must be an xarray DataArray or Dataset, got "
-                        f"{type(image).__name__}")
+        raise HcsValueError(f"image must be an xarray DataArray (or a Dataset with an "
+                            f"'image' variable) with named dims, got {type(image).__name__}")
     unknown = [d for d in image.dims if str(d) not in AXIS_ORDER]
     if unknown:
         raise HcsMetadataError(f"image has dimensions {unknown} that are not among "
@@ -278,7 +286,7 @@ def image_levels(image: Any, levels: int | None, *, label: bool = False,
     dtype), every other pixel for labels. Coordinates follow (pixel centres), so scale and
     translation are exact for each level.
     """
-    img = _as_image(image)
+    img = as_image(image)
     if not hasattr(img.data, "dask"):  # lazy from here on: levels are computed on write
         img = img.chunk()
     ny, nx = img.sizes["y"], img.sizes["x"]
@@ -286,8 +294,7 @@ def image_levels(image: Any, levels: int | None, *, label: bool = False,
         levels = 1
         while levels < 5 and min(ny, nx) // 2 ** levels >= 64:
             levels += 1
-    if levels < 1:
-        raise ValueError(f"levels must be >= 1, got {levels}")
+    check_levels(levels)
     if min(ny, nx) // 2 ** (levels - 1) < 1:
         raise HcsMetadataError(f"a {ny} x {nx} image cannot have {levels} levels")
     dims = [str(d) for d in img.dims]
@@ -422,6 +429,9 @@ def plate_with_image(plate_ome: dict[str, Any], well_ome: dict[str, Any] | None,
     """(plate ome, well ome, field path, acquisition id) after adding one image."""
     plate = Plate.from_dict(plate_ome["plate"], "/")
     check_name(row, "row name", "/")
+    if row == "tables" and row not in plate.rows:
+        raise HcsPathError("a row cannot be named 'tables': that is the name of the plate's "
+                           "own table group", "/tables")
     col = column_name(plate, column)
     check_name(col, "column name", "/")
     wpath = f"{row}/{col}"

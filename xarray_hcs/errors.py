@@ -8,6 +8,9 @@ exceptions keeps working.
 
 from __future__ import annotations
 
+import functools
+from typing import Any, Callable, TypeVar
+
 __all__ = [
     "HcsError",
     "HcsMetadataError",
@@ -17,6 +20,7 @@ __all__ = [
     "HcsSelectionError",
     "HcsNotAPlateError",
     "HcsReadError",
+    "HcsWriteError",
     "HcsExistsError",
     "HcsTableError",
     "HcsValueError",
@@ -66,6 +70,11 @@ class HcsReadError(HcsError, OSError):
     """The store could not be read: a network error, a timeout, a refused permission."""
 
 
+class HcsWriteError(HcsError, OSError):
+    """The store could not be written: a refused permission, a full disk, a lock that cannot be
+    taken. What was published before the failure is a valid plate (see docs/write.md)."""
+
+
 class HcsExistsError(HcsError, FileExistsError):
     """The target already holds data and ``mode="w-"`` forbids overwriting it."""
 
@@ -101,3 +110,24 @@ class HcsMissingWarning(HcsWarning):
 class HcsMetadataWarning(HcsWarning):
     """Metadata was not used as written because it contradicts the data (the reason is said);
     ``validate=True`` refuses it instead."""
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def store_write_errors(func: _F) -> _F:
+    """Raise the operating system's errors met while ``func`` writes a store as
+    :class:`HcsWriteError`, naming the file; errors of the family pass unchanged."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except HcsError:
+            raise
+        except OSError as e:
+            where = e.filename if e.filename is not None else (str(args[0]) if args else None)
+            what = e.strerror or str(e) or type(e).__name__
+            raise HcsWriteError(f"could not write the plate: {what}", where) from e
+
+    return wrapper  # type: ignore[return-value]

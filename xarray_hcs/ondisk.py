@@ -30,13 +30,28 @@ import xarray as xr
 from zarr.abc.store import Store
 
 from ._xarray_internals import NodeSpec, assemble_tree
-from .edit import column_name, field_nodes, image_levels, plate_with_image
-from .errors import HcsError, HcsMetadataError, HcsNotAPlateError, HcsNotFoundError
+from .edit import (
+    as_image,
+    check_levels,
+    column_name,
+    field_nodes,
+    image_levels,
+    plate_with_image,
+)
+from .errors import (
+    HcsError,
+    HcsMetadataError,
+    HcsNotAPlateError,
+    HcsNotFoundError,
+    HcsWriteError,
+    store_write_errors,
+)
 from .metadata import _image_spec, _label_specs
-from .ngff import Plate, check_relative_path, decode_attrs, encode_attrs
+from .ngff import Plate, check_name, check_relative_path, decode_attrs, encode_attrs
 from .store import PlateStore, group_documents, join_path, run_sync
 from .write import (
     _set_all,
+    check_chunks,
     group_format,
     image_group_docs,
     open_writable,
@@ -69,13 +84,20 @@ def _locked(target: Store, lock: bool, timeout: float) -> Any:
             "create_plate + write_field, which need no lock", str(target))
     from filelock import FileLock, Timeout
 
-    os.makedirs(root, exist_ok=True)
+    path = os.path.join(root, LOCK_NAME)
+    plate_lock = FileLock(path, timeout=timeout)
     try:
-        with FileLock(os.path.join(root, LOCK_NAME), timeout=timeout):
-            yield
+        os.makedirs(root, exist_ok=True)
+        plate_lock.acquire()
     except Timeout:
         raise HcsError(f"timed out after {timeout} s waiting for the plate's lock",
                        root) from None
+    except OSError as e:  # the lock's path is a directory, a symlink, or not writable
+        raise HcsWriteError(f"cannot take the plate's lock: {e.strerror or e}", path) from e
+    try:
+        yield
+    finally:
+        plate_lock.release()
 
 
 def _format(ps: PlateStore | None, version: str | None) -> tuple[int, str]:
@@ -117,6 +139,7 @@ def _plate_state(target: Store, version: str | None, name: str | None
     return ps, ome, other, zarr_format, ome["version"]
 
 
+@store_write_errors
 def add_image(store: Any, row: str, column: Any, image: Any, field: str | None = None,
               acquisition: int | None = None, acquisition_name: str | None = None,
               levels: int | None = None, labels: Mapping[str, Any] | None = None,
@@ -147,6 +170,16 @@ def add_image(store: Any, row: str, column: Any, image: Any, field: str | None =
     str
         The new field's path (``"B/03/1"``).
     """
+    # arguments are checked before anything is read or written: a refused call leaves no
+    # trace, and never reads a path it names
+    check_name(row, "row name", str(store))
+    check_name(str(column) if isinstance(column, (int, np.integer)) and not isinstance(
+        column, bool) and column >= 0 else column, "column name", str(store))
+    if field is not None:
+        check_name(str(field), "field path", str(store))
+    as_image(image)
+    check_levels(levels)
+    check_chunks(chunks, [image, *(labels or {}).values()])
     target = open_writable(store, storage_options)
     with _locked(target, lock, timeout):
         ps, plate_ome, plate_other, zarr_format, version = _plate_state(
@@ -167,21 +200,36 @@ def add_image(store: Any, row: str, column: Any, image: Any, field: str | None =
         # reserve the field: a bare group nobody lists yet
         run_sync(_set_all(target, group_documents(join_path(wpath, fpath), {}, zarr_format)))
     full = join_path(wpath, fpath)
-    nodes: dict[str, NodeSpec | None] = {"": NodeSpec()}
-    nodes.update(field_nodes(full, image, levels, acq, version,
-                             dict(labels) if labels else None, f"{row}{col}_{fpath}"))
-    mini = assemble_tree(nodes)
-    fspec = _image_spec(mini, full, "image")
-    _label_specs(mini, fspec)
-    stored = write_arrays(target, [fspec, *fspec.labels], zarr_format, chunks)
-    if stored is not None:
-        import dask
+    try:
+        nodes: dict[str, NodeSpec | None] = {"": NodeSpec()}
+        nodes.update(field_nodes(full, image, levels, acq, version,
+                                 dict(labels) if labels else None, f"{row}{col}_{fpath}"))
+        mini = assemble_tree(nodes)
+        fspec = _image_spec(mini, full, "image")
+        _label_specs(mini, fspec)
+        stored = write_arrays(target, [fspec, *fspec.labels], zarr_format, chunks)
+        if stored is not None:
+            import dask
 
-        dask.compute(stored)
-    run_sync(_set_all(target, image_group_docs(fspec, version, zarr_format)))
+            dask.compute(stored)
+        run_sync(_set_all(target, image_group_docs(fspec, version, zarr_format)))
+    except BaseException:
+        _release(target, full, lock, timeout)
+        raise
     with _locked(target, lock, timeout):
         _publish(target, wpath, fpath, acq, acquisition_name, version, zarr_format, name)
     return full
+
+
+def _release(target: Store, full: str, lock: bool, timeout: float) -> None:
+    """Delete a field this writer reserved but could not fill (nobody lists it yet). Best
+    effort: the error that stopped the writer is the one to report, not this one's."""
+    try:
+        with _locked(target, lock, timeout):
+            _unpublish(target, full)
+            run_sync(target.delete_dir(full))
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _exists_group(target: Store, path: str) -> bool:
@@ -256,6 +304,7 @@ def _publish(target: Store, wpath: str, fpath: str, acq: int | None,
             "", encode_attrs(new_plate, plate_other, version), zarr_format)))
 
 
+@store_write_errors
 def remove_image(store: Any, row: str, column: Any, field: str, delete: bool = True,
                  lock: bool = True, timeout: float = 120,
                  storage_options: dict[str, Any] | None = None) -> str:
@@ -384,6 +433,7 @@ def _plate_to_edit(target: Store, where: str) -> tuple[PlateStore, dict[str, Any
 # ------------------------------------------------------------------------ plan, then fill
 
 
+@store_write_errors
 def create_plate(store: Any, wells: Mapping[str, int | Sequence[str]] | Sequence[str],
                  template: xr.DataArray, fields: int = 1, levels: int | None = None,
                  labels: Mapping[str, Any] | None = None, acquisition: int | None = None,
@@ -460,6 +510,7 @@ def create_plate(store: Any, wells: Mapping[str, int | Sequence[str]] | Sequence
     return out
 
 
+@store_write_errors
 def write_field(store: Any, field: str, image: Any, labels: Mapping[str, Any] | None = None,
                 compute: bool = True, storage_options: dict[str, Any] | None = None) -> Any:
     """Write the pixels of one planned field (all its levels) into its existing arrays.

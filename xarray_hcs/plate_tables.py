@@ -24,6 +24,7 @@ from .errors import (
     HcsMetadataError,
     HcsMissingWarning,
     HcsNotFoundError,
+    HcsPathError,
     HcsSelectionError,
     HcsTableError,
     HcsWarning,
@@ -359,8 +360,9 @@ def add_table(tree: xr.DataTree, path: str, name: str, df: pd.DataFrame,
                  or "well" not in parent.attrs.get("ome", {})):
         raise HcsSelectionError("tables belong to a field (row/column/field) or to the plate "
                                 '(path="")', f"/{path}")
-    if not path:
-        plate_of(tree)
+    if not path and TABLES in plate_of(tree).rows:
+        raise HcsPathError(f"the plate has a row named {TABLES!r}, so its group cannot also "
+                           "hold the plate's tables; add the table to a field", where)
     if backend not in BACKENDS:
         raise HcsMetadataError(f"unknown table backend {backend!r} (known: "
                                f"{', '.join(BACKENDS)})", where)
@@ -420,6 +422,18 @@ def _specs(node: xr.DataTree, path: str, out: dict[str, NodeSpec | None]) -> Non
         _specs(child, f"{path}/{name}" if path else name, out)
 
 
+def _roi_number(value: Any, column: str, index: Any, where: str) -> float:
+    """A ROI bound as a finite float: NaN or infinity would select pixels nobody chose."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        out = float("nan")
+    if not np.isfinite(out):
+        raise HcsTableError(f"ROI {index!r} has no finite {column}_micrometer ({value})",
+                            where)
+    return out
+
+
 def roi(tree: xr.DataTree, path: str, name: str, index: Any, level: int | str = 0
         ) -> xr.Dataset:
     """The pixels of ROI ``index`` of ROI table ``name`` of field ``path``, at ``level``."""
@@ -453,11 +467,16 @@ def roi(tree: xr.DataTree, path: str, name: str, index: Any, level: int | str = 
     for axis in ("x", "y", "z"):
         dim = next((d for d in ds.dims if str(d).lower() == axis), None)
         start, length = row.get(f"{axis}_micrometer"), row.get(f"len_{axis}_micrometer")
-        if dim is None or start is None or length is None or pd.isna(start) or pd.isna(length):
-            continue
+        if dim is None or start is None or length is None:
+            continue  # a 2D ROI table of a 3D image: the whole axis
+        start, length = _roi_number(start, axis, index, tables[name].path), _roi_number(
+            length, f"len_{axis}", index, tables[name].path)
+        if length < 0:
+            raise HcsTableError(f"ROI {index!r} has a negative len_{axis}_micrometer "
+                                f"({length})", tables[name].path)
         n = ds.sizes[dim]
         step, _ = coord_transform(lnode, str(dim), n, (1.0, 0.0))
-        lo = min(n, max(0, int(round(float(start) / step))))
-        hi = min(n, max(lo, int(round((float(start) + float(length)) / step))))
+        lo = min(n, max(0, int(round(start / step))))
+        hi = min(n, max(lo, int(round(min((start + length) / step, n)))))
         sel[dim] = slice(lo, hi)
     return ds.isel(sel)

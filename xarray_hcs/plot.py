@@ -22,6 +22,11 @@ _AGGS: dict[str, Callable[..., Any]] = {"max": np.nanmax, "mean": np.nanmean,
                                          "min": np.nanmin, "median": np.nanmedian}
 
 
+#: at most this many pixels in a montage (2 GiB of float64): a plate document may declare
+#: thousands of rows and columns around a few wells
+MAX_MONTAGE_PIXELS = 2**28
+
+
 def montage(tree: xr.DataTree, level: int | str = -1, channel: Any = None, agg: str = "max",
             gap: int = 2, channels: str = "exact", pad: bool = False) -> xr.DataArray:
     """See :meth:`xarray_hcs.accessor.HcsAccessor.montage`."""
@@ -75,6 +80,12 @@ def montage(tree: xr.DataTree, level: int | str = -1, channel: Any = None, agg: 
     ny = len(rows) * cell_y + (len(rows) - 1) * gap
     nx = len(cols) * cell_x + (len(cols) - 1) * gap
     nch = values.shape[2] if values.ndim == 5 else None
+    if (nch or 1) * ny * nx > MAX_MONTAGE_PIXELS:
+        raise HcsValueError(
+            f"a montage of {len(rows)} rows x {len(cols)} columns of {cell_y} x {cell_x} "
+            f"pixel wells{f' x {nch} channels' if nch else ''} would hold "
+            f"{(nch or 1) * ny * nx} pixels, more than {MAX_MONTAGE_PIXELS}: pass a coarser "
+            "level=, fewer channels, or select wells first", "/")
     canvas = np.full(((nch,) if nch else ()) + (ny, nx), np.nan)
     wells = [str(w) for w in stacked["well"].values]
     for wi, w in enumerate(wells):

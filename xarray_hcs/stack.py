@@ -31,6 +31,7 @@ from xarray.core import indexing
 from ._xarray_internals import node_coord, node_data_var
 from .arrays import ZarrLevelArray, _DaskSource, dask_chunked
 from .errors import HcsMetadataError, HcsSelectionError, HcsValueError
+from .ngff.omero import MADE_UP
 from .store import run_sync
 
 __all__ = ["FieldEntry", "StackPlan", "StackedLevelArray", "backend_of", "level_path",
@@ -348,6 +349,15 @@ def _plan_labels(entries: Sequence[FieldEntry], axis: int, dim: str, channels: C
                 "that agree, or pass channels='union' to align them by label (a channel a "
                 "field lacks is filled and marked in channel_present)", None)
         return {dim: first}
+    if len(distinct) > 1:
+        for e in entries:
+            made_up = e.coords[dim].attrs.get(MADE_UP)
+            if made_up:
+                raise HcsMetadataError(
+                    f"field {e.name} has channels without a label of their own (no omero "
+                    f"label, or a repeated one), called {list(made_up)} here: aligning them "
+                    "by label with other fields' channels would be a guess. Select fields "
+                    "with the same channels, or give every channel its own label", None)
     union = list(dict.fromkeys(lab for ls in distinct for lab in ls))
     rows: list[np.ndarray] = []
     plans: dict[tuple[str, ...], tuple[np.ndarray | None, np.ndarray]] = {}
@@ -364,7 +374,8 @@ def _plan_labels(entries: Sequence[FieldEntry], axis: int, dim: str, channels: C
     presence[dim] = rows
     kind = np.asarray(first.values).dtype.kind
     values = np.asarray(union, dtype=object) if kind in "OUST" else np.asarray(union)
-    return {dim: xr.Variable((dim,), values, dict(first.attrs))}
+    attrs = {k: v for k, v in first.attrs.items() if k != MADE_UP}
+    return {dim: xr.Variable((dim,), values, attrs)}
 
 
 def _plan_positions(entries: Sequence[FieldEntry], axis: int, dim: str,

@@ -228,13 +228,13 @@ class PlateStore:
         if self._local_root is not None:
             path = os.path.join(self._local_root, key)
             if byte_range is None:
-                return read_regular(path, limit, where)
+                return read_regular(path, limit, where, root=self._local_root)
             from ._chunks import _read_range
 
             start = -byte_range.suffix if hasattr(byte_range, "suffix") else byte_range.start
             length = byte_range.suffix if hasattr(byte_range, "suffix") else (
                 byte_range.end - byte_range.start)
-            return _read_range(path, start, length, where)
+            return _read_range(path, start, length, where, self._local_root)
         if byte_range is None:
             zf = getattr(self.store, "_zf", None)  # a zip: members say their size
             if zf is not None:
@@ -272,7 +272,7 @@ class PlateStore:
     async def _get_json(self, key: str, stamp: list[Any] | None = None) -> Any | None:
         if stamp is not None and self._local_root is not None:
             raw = read_regular(os.path.join(self._local_root, key), MAX_DOCUMENT_BYTES,
-                               self.where(self._rel(key)), stamp)
+                               self.where(self._rel(key)), stamp, root=self._local_root)
         else:
             raw = await self._get(key)
         if raw is None:

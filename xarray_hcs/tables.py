@@ -192,10 +192,17 @@ def normalize_table(df: pd.DataFrame, meta: TableMeta, where: str, unique: bool 
                     ) -> pd.DataFrame:
     """Index named ``meta.key`` and cast to ``meta.key_type``, as ngio loads it; checked
     (``unique=False`` leaves the uniqueness check to the caller)."""
+    if not df.columns.is_unique:
+        dup = df.columns[df.columns.duplicated()][:3].tolist()
+        raise HcsTableError(f"the table names columns twice ({dup})", where)
     key = meta.key
     if key is not None and df.index.name != key:
         if key in df.columns:
-            df = df.set_index(key)
+            # not set_index: on a frame of one wide block, pandas takes time quadratic in
+            # the number of columns for it (minutes for a csv of 200,000 columns)
+            index = pd.Index(df[key], name=key)
+            df = df.drop(columns=key)
+            df.index = index
         elif df.index.name is None:
             df.index.name = key
         else:
@@ -245,6 +252,8 @@ def parquet_block(raws: list[bytes], meta: TableMeta, columns: tuple[str, ...] |
     def read(r: bytes) -> Any:
         f = pq.ParquetFile(pa.BufferReader(r))
         cols = None if want is None else [c for c in f.schema_arrow.names if c in want]
+        _check_cells(f.metadata.num_rows, len(f.schema_arrow.names) if cols is None
+                     else len(cols), "")
         return f.read(columns=cols, use_threads=False)
 
     try:
@@ -256,12 +265,13 @@ def parquet_block(raws: list[bytes], meta: TableMeta, columns: tuple[str, ...] |
         else:
             tables = [read(r) for r in raws]
         big = pa.concat_tables(tables, promote_options="permissive")
-    except (pa.ArrowException, OSError):
+    except (pa.ArrowException, OSError, HcsError):
         return None
     lengths = [t.num_rows for t in tables]
     try:
         df = normalize_table(big.to_pandas(), meta, "", unique=False)
-    except HcsError:
+    except (HcsError, KeyError, TypeError, ValueError, IndexError, RecursionError,
+            pa.ArrowException):
         return None
     tid = np.repeat(np.arange(len(lengths)), lengths)
     if pd.MultiIndex.from_arrays([tid, df.index]).has_duplicates:
@@ -351,9 +361,30 @@ def _read_parquet(raw: bytes, where: str, want: set[str] | None = None) -> pd.Da
         # file, four times the read itself for a table of a few hundred rows
         f = pq.ParquetFile(pa.BufferReader(raw))
         cols = None if want is None else [c for c in f.schema_arrow.names if c in want]
-        return f.read(columns=cols, use_threads=False).to_pandas()
+        _check_cells(f.metadata.num_rows, len(f.schema_arrow.names) if cols is None
+                     else len(cols), where)
+        table = f.read(columns=cols, use_threads=False)
+    except HcsError:
+        raise
     except (pa.ArrowException, OSError) as e:
         raise HcsTableError(f"table.parquet cannot be read ({e})", where) from None
+    try:
+        return table.to_pandas()
+    except (KeyError, TypeError, ValueError, IndexError, RecursionError,
+            pa.ArrowException) as e:  # the file's pandas metadata is for pandas alone
+        raise HcsTableError(f"table.parquet has pandas metadata that cannot be used "
+                            f"({type(e).__name__}: {str(e)[:200]})", where) from None
+
+
+#: at most this many cells (rows x columns) in one table: a small compressed file (a parquet
+#: of repeated values, AnnData arrays of absent chunks) could otherwise decode to gigabytes
+MAX_TABLE_CELLS = 2**28
+
+
+def _check_cells(rows: int, columns: int, where: str) -> None:
+    if rows * max(columns, 1) > MAX_TABLE_CELLS:
+        raise HcsTableError(f"holds {rows * max(columns, 1)} cells, more than the "
+                            f"{MAX_TABLE_CELLS} a table can have", where)
 
 
 def _frame_from_columns(cols: Any, where: str) -> pd.DataFrame:
@@ -373,6 +404,7 @@ class _AnnDataReader:
         self.path = path
         self._want: set[str] | None = None
         self._all = ps.gather
+        self._cells = 0  # read so far, against MAX_TABLE_CELLS
 
     def where(self, sub: str = "") -> str:
         return self.ps.where(f"{self.path}/{sub}" if sub else self.path)
@@ -391,12 +423,16 @@ class _AnnDataReader:
         n = len(obs.index)
         data: dict[Any, Any] = {}
         if x is not None:
-            x = np.asarray(x.toarray() if hasattr(x, "toarray") else x)
             names = list(var.index) if isinstance(var, _Columns) else None
-            if x.ndim != 2 or x.shape[0] != n or (names is not None and len(names) != x.shape[1]):
+            shape = tuple(np.shape(x))  # checked before a sparse X is made dense
+            if len(shape) != 2 or shape[0] != n or (names is not None
+                                                    and len(names) != shape[1]):
                 raise HcsTableError(
-                    f"X has shape {x.shape} but obs has {n} rows and var "
+                    f"X has shape {shape} but obs has {n} rows and var "
                     f"{None if names is None else len(names)}", self.where("X"))
+            if names is not None:
+                _check_column_names([str(v) for v in names], list(obs.data), self.where())
+            x = np.asarray(x.toarray() if hasattr(x, "toarray") else x)
             for j, name in enumerate(names if names is not None else range(x.shape[1])):
                 key = str(name) if names is not None else name
                 if want is None or key in want:
@@ -420,6 +456,8 @@ class _AnnDataReader:
                 return await self._nullable(sub, enc)
             if kind == "array" and enc in (None, "array", "string-array"):
                 return await self._array(sub, doc)
+            if kind == "group" and enc in ("csr_matrix", "csc_matrix"):
+                return await self._sparse(sub, attrs, enc)
             return await asyncio.to_thread(self._fallback, sub)
         except HcsError:
             raise
@@ -431,6 +469,9 @@ class _AnnDataReader:
         from ._small_arrays import read_small_array
 
         info = self.ps.info_of(f"{self.path}/{sub}", doc)
+        # every array of the table counts: many columns of absent chunks add up too
+        self._cells += int(np.prod(info.shape, dtype=object))
+        _check_cells(self._cells, 1, self.where(sub))
         fast = await read_small_array(self.ps, info)
         if fast is not None:
             return fast
@@ -447,6 +488,9 @@ class _AnnDataReader:
         for name in (index_name, *order):
             check_relative_path(name, "AnnData element name", self.where(sub), parts=1)
         order = list(order)
+        if len(set(map(str, order))) != len(order):
+            raise HcsTableError(f"column-order names a column twice: {order}",
+                                self.where(sub))
         if sub == "obs" and self._want is not None:  # only the columns asked for
             order = [c for c in order if c in self._want]
         cols = await self._all(*(self.elem(f"{sub}/{c}") for c in [index_name, *order]))
@@ -481,6 +525,39 @@ class _AnnDataReader:
         out[mask] = pd.NA
         return out
 
+    async def _sparse(self, sub: str, attrs: dict[str, Any], enc: str) -> _Sparse:
+        """A compressed sparse matrix, checked before use: scipy and numpy trust ``indptr``
+        and ``indices`` and would read (or crash) outside the arrays on a damaged one."""
+        where = self.where(sub)
+        shape = attrs.get("shape")
+        if not (isinstance(shape, list) and len(shape) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape)):
+            raise HcsTableError(f"{enc} shape must be two integers >= 0, got {shape!r}", where)
+        data, indices, indptr = await self._all(
+            self.elem(f"{sub}/data"), self.elem(f"{sub}/indices"), self.elem(f"{sub}/indptr"))
+        for name, arr in (("data", data), ("indices", indices), ("indptr", indptr)):
+            if not isinstance(arr, np.ndarray) or arr.ndim != 1:
+                raise HcsTableError(f"{enc} needs a one-dimensional {name!r} array", where)
+        if indices.dtype.kind not in "iu" or indptr.dtype.kind not in "iu":
+            raise HcsTableError(f"{enc} indices and indptr must be integers", where)
+        if data.dtype.kind not in "biuf":
+            raise HcsTableError(f"{enc} data must be numeric, got {data.dtype}", where)
+        major, minor = shape if enc == "csr_matrix" else shape[::-1]
+        if len(indptr) != major + 1 or (major >= 0 and indptr[0] != 0) or np.any(
+                np.diff(indptr.astype(np.int64)) < 0) or indptr[-1] != len(indices) \
+                or len(indices) != len(data):
+            raise HcsTableError(
+                f"{enc} is inconsistent: indptr must hold {major + 1} values rising from 0 "
+                f"to len(indices) = len(data); it holds {len(indptr)} "
+                f"({indptr[:8].tolist()}{' ...' if len(indptr) > 8 else ''}), with "
+                f"{len(indices)} indices and {len(data)} values", where)
+        if len(indices) and (indices.min() < 0 or indices.max() >= minor):
+            raise HcsTableError(f"{enc} has column indices outside [0, {minor})", where)
+        _check_cells(shape[0], shape[1], where)
+        self._cells += shape[0] * shape[1]
+        _check_cells(self._cells, 1, where)
+        return _Sparse(tuple(shape), enc == "csr_matrix", data, indices, indptr)
+
     def _fallback(self, sub: str) -> Any:
         """Encodings not decoded here (sparse X, awkward arrays, ...): AnnData reads them."""
         import zarr
@@ -495,6 +572,24 @@ class _AnnDataReader:
         return read_elem(group[sub])
 
 
+@dataclass(slots=True)
+class _Sparse:
+    """A checked compressed sparse matrix (rows: csr, columns: csc) that becomes dense."""
+
+    shape: tuple[int, int]
+    by_rows: bool
+    data: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+
+    def toarray(self) -> np.ndarray:
+        out = np.zeros(self.shape, dtype=self.data.dtype)
+        major = np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))
+        where = (major, self.indices) if self.by_rows else (self.indices, major)
+        np.add.at(out, where, self.data)  # repeated entries add up, as in scipy
+        return out
+
+
 async def _none() -> None:
     return None
 
@@ -506,6 +601,17 @@ class _Columns:
     index: Any
     index_name: str | None
     data: dict[str, Any]
+
+
+def _check_column_names(x_names: list[str], obs_names: list[Any], where: str) -> None:
+    """X's columns (var names) and obs's columns become one frame: a repeated name would keep
+    one column and silently drop the others."""
+    seen: set[str] = set()
+    for name in [*x_names, *(str(c) for c in obs_names)]:
+        if name in seen:
+            raise HcsTableError(f"AnnData table names column {name!r} twice (var names and "
+                                "obs columns must all differ)", where)
+        seen.add(name)
 
 
 def _strings(v: Any) -> Any:

@@ -42,6 +42,7 @@ from .errors import (
     HcsSelectionError,
 )
 from .ngff import Multiscale, Omero, Plate, ScaleLevel, Well, validate
+from .ngff.omero import MADE_UP
 from .store import ArrayInfo, PlateStore, join_path
 
 __all__ = ["OpenOptions", "PlateRecord", "read_plate", "build_nodes", "select_wells",
@@ -632,6 +633,10 @@ class _Builder:
                     om = None
                 labels = om.labels(size) if om else [f"c{j}" for j in range(size)]
                 idx, var = self._channel_coord(ax.name, labels)
+                made_up = [lab for j, lab in enumerate(labels) if om is None or j >= len(
+                    om.channels) or om.channels[j].label != lab]
+                if made_up:  # names of ours, not the writer's: never matched across fields
+                    var.attrs[MADE_UP] = made_up
                 node.coord_vars[ax.name] = var
                 node.indexes[ax.name] = idx
                 shared[ax.name] = size

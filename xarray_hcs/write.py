@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -21,14 +22,22 @@ from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 
 from .arrays import dask_array
-from .errors import HcsError, HcsExistsError, HcsMetadataError, HcsPathError, HcsVersionError
+from .errors import (
+    HcsError,
+    HcsExistsError,
+    HcsMetadataError,
+    HcsPathError,
+    HcsValueError,
+    HcsVersionError,
+    store_write_errors,
+)
 from .metadata import ImageSpec, LevelSpec, PlateSpec, plate_spec
 from .ngff import WRITE_VERSIONS, check_relative_path, encode_attrs
 from .stack import backend_of
 from .store import group_documents, is_url, join_path, run_sync
 
-__all__ = ["write_plate", "open_writable", "write_arrays", "write_groups", "image_group_docs",
-           "group_format"]
+__all__ = ["write_plate", "check_chunks", "open_writable", "write_arrays", "write_groups",
+           "image_group_docs", "group_format"]
 
 #: largest default chunk edge in y/x (pixels); leading dims are chunked by 1
 DEFAULT_CHUNK_YX = 1024
@@ -224,6 +233,7 @@ def _source(lv: LevelSpec, chunks: tuple[int, ...]) -> Any:
     return var.chunk(dict(zip(var.dims, chunks, strict=True))).data
 
 
+@store_write_errors
 def write_plate(tree: xr.DataTree, store: Any, ngff_version: str | None = None,
                 mode: str = "w-", compute: bool = True,
                 storage_options: dict[str, Any] | None = None, progress: bool = False,
@@ -239,6 +249,7 @@ def write_plate(tree: xr.DataTree, store: Any, ngff_version: str | None = None,
     from .tree import gc_paused
 
     version = _version_of(tree, ngff_version)
+    check_chunks(chunks, (v for node in tree.subtree for v in node.data_vars.values()))
     zarr_format = 2 if version == "0.4" else 3
     with gc_paused():
         spec = plate_spec(tree)  # checks everything before anything is written
@@ -418,6 +429,26 @@ def _target(store: Store, meta: Any, path: str, zarr_format: int) -> Any:
         if writer is not None:
             return writer
     return zarr.Array(AsyncArray(meta, StorePath(store, path)))
+
+
+def check_chunks(chunks: Any, images: Iterable[Any]) -> None:
+    """Refuse a ``chunks`` argument that is not ``{dimension: edge}`` with edges integers
+    (``-1``: the whole axis) and dimensions the images have: a misspelt name would be
+    silently ignored."""
+    if chunks is None:
+        return
+    if not isinstance(chunks, Mapping):
+        raise HcsValueError(f"chunks must be a mapping of dimension name to chunk edge, "
+                            f"got {type(chunks).__name__}")
+    dims = {str(d) for im in images for d in getattr(im, "dims", ())}
+    for d, edge in chunks.items():
+        if not isinstance(edge, (int, np.integer)) or isinstance(edge, bool) or edge < -1 \
+                or edge == 0:
+            raise HcsValueError(f"chunks[{d!r}] must be an integer >= 1 (or -1: the whole "
+                                f"axis), got {edge!r}")
+        if d not in dims:
+            raise HcsValueError(f"chunks names {d!r}, which is no dimension of the arrays "
+                                f"written (they have {sorted(dims)})")
 
 
 def _chunks_for(var: xr.Variable, stored: tuple[int, ...] | None,

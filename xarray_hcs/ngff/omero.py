@@ -15,6 +15,10 @@ from typing import Any
 
 import numpy as np
 
+#: the attribute of a channel coordinate listing the labels made up for channels that have
+#: none of their own (no omero, or a repeated label): ``channels="union"`` cannot align them
+MADE_UP = "made_up_labels"
+
 __all__ = ["PALETTE", "channel_defaults", "complete_omero", "dtype_window"]
 
 #: colours of channels that state none, in channel order (blue, green, red, ...)

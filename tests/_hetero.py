@@ -235,7 +235,8 @@ def expected_stack(spec: PlateSpec, wells: list[str], *, pad: bool, union: bool
         raise Refused("dtypes differ")
     dtype = np.dtype(dtypes.pop())
     label_sets = [tuple(f.channel_labels) for _, f in entries]
-    if not union and len(set(label_sets)) > 1:
+    if len(set(label_sets)) > 1 and (not union or any(f.labels is None for _, f in entries)):
+        # names made up for channels without omero labels are never aligned across fields
         raise Refused("labels differ")
     labels = list(dict.fromkeys(lab for ls in label_sets for lab in ls))
     spatial = entries[0][1].shape[1:]
@@ -312,7 +313,8 @@ def channel_sums(im: Any) -> Any:
 def expected_sums(spec: PlateSpec, wells: list[str], union: bool) -> tuple[list[str],
                                                                            np.ndarray]:
     label_sets = [tuple(f.channel_labels) for w in wells for f in spec.wells[w]]
-    if not union and len(set(label_sets)) > 1:
+    if len(set(label_sets)) > 1 and (not union or any(
+            f.labels is None for w in wells for f in spec.wells[w])):
         raise Refused("labels differ")
     labels = list(dict.fromkeys(lab for ls in label_sets for lab in ls))
     nf = max(len(spec.wells[w]) for w in wells)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -243,7 +244,11 @@ def test_validate_finds_what_tolerant_reading_allows(fresh_plate, version, node,
     col = "01" if version == "0.5" else "1"
     node = {"": "", "F": f"A/{col}/0"}[node]
     _edit(p, node, edit)
-    assert _open(p).hcs.field_paths  # tolerated by default
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert _open(p).hcs.field_paths  # tolerated by default
+    if "omero" in message:  # tolerated, but said: the labels are not used
+        assert any(issubclass(w.category, xarray_hcs.HcsMetadataWarning) for w in seen)
     with pytest.raises(HcsMetadataError, match=message):
         _open(p, validate=True)
 

@@ -926,3 +926,15 @@ def test_a_montage_of_a_plate_declaring_thousands_of_rows_is_refused(tmp_path):
     (p / "zarr.json").write_text(json.dumps(doc))
     with pytest.raises(xarray_hcs.HcsValueError, match="montage of 3001 rows"):
         xr.open_datatree(p, engine="ome-hcs").hcs.montage(level=0)
+
+
+def test_a_plate_opened_by_a_relative_path_reads_after_a_change_of_directory(
+        tmp_path, monkeypatch):
+    p = _plate(tmp_path, "0.5")
+    monkeypatch.chdir(tmp_path)
+    expected = xr.open_datatree(p, engine="ome-hcs")["A/01/0/0"]["image"].values
+    dt = xr.open_datatree(p.name, engine="ome-hcs")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the tree keeps reading the plate it opened
+    np.testing.assert_array_equal(dt["A/01/0/0"]["image"].values, expected)

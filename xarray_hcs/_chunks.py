@@ -62,6 +62,8 @@ def _open_inside(path: str, root: str | None, where: str) -> int:
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     if root is None:
         return os.open(path, flags)
+    # relative paths resolve against the working directory, which may change between reads
+    root, path = os.path.abspath(root), os.path.abspath(path)
     parent = os.path.dirname(path)
     ok = _INSIDE.get((root, parent))
     if ok is None:

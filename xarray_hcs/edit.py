@@ -22,6 +22,7 @@ from .errors import (
     HcsNotFoundError,
     HcsPathError,
     HcsSelectionError,
+    HcsTypeError,
     HcsValueError,
 )
 from .ngff import Plate, Well, check_name
@@ -246,8 +247,8 @@ def as_image(image: Any) -> xr.DataArray:
                                    f"{list(image.data_vars)}")
         image = image["image"]
     if not isinstance(image, xr.DataArray):
-        raise HcsValueError(f"image must be an xarray DataArray (or a Dataset with an "
-                            f"'image' variable) with named dims, got {type(image).__name__}")
+        raise HcsTypeError(f"image must be an xarray DataArray (or a Dataset with an "
+                           f"'image' variable) with named dims, got {type(image).__name__}")
     unknown = [d for d in image.dims if str(d) not in AXIS_ORDER]
     if unknown:
         raise HcsMetadataError(f"image has dimensions {unknown} that are not among "

@@ -24,6 +24,7 @@ __all__ = [
     "HcsExistsError",
     "HcsTableError",
     "HcsValueError",
+    "HcsTypeError",
     "HcsWarning",
     "HcsMissingWarning",
     "HcsMetadataWarning",
@@ -97,6 +98,11 @@ class HcsTableError(HcsMetadataError):
 
 class HcsValueError(HcsError, ValueError):
     """An argument the caller gave is not one the operation accepts (a bad option value)."""
+
+
+class HcsTypeError(HcsError, TypeError):
+    """An argument is of a type the call does not take (a numpy array where a DataArray is
+    needed), or a keyword argument the call does not have (a misspelt option)."""
 
 
 class HcsWarning(UserWarning):

@@ -19,6 +19,7 @@ import pandas as pd
 import xarray as xr
 
 from .errors import HcsMetadataError, HcsSelectionError, HcsValueError
+from .ngff.omero import MADE_UP
 
 __all__ = ["map_fields"]
 
@@ -58,20 +59,23 @@ def map_fields(tree: xr.DataTree, func: Callable[..., Any], level: int | str = 0
     check_level_index(tree, paths, level)
     inputs = [_field_input(tree, fp, level, variable) for fp in paths]
     acquisitions = [tree[fp].attrs.get("acquisition") for fp in paths]
+    # channel names made up per field (no labels of their own): never aligned by name
+    made_up = [{str(k): list(c.attrs[MADE_UP]) for k, c in tree[fp].coords.items()
+                if MADE_UP in c.attrs} for fp in paths]
     run = uuid.uuid4().hex[:8]  # task names say which field, and never collide across calls
     tasks = [dask.delayed(_call, pure=False)(func, obj, load, kwargs,
                                              dask_key_name=f"map_fields-{run}-{fp}")
              for fp, obj in zip(paths, inputs, strict=True)]
     if not compute:
         return dask.delayed(_collect, pure=False)(tree.hcs.wells, paths, tasks, channels,
-                                                  acquisitions)
+                                                  acquisitions, made_up)
     (results,) = dask.compute(tasks)
-    return _collect(tree.hcs.wells, paths, results, channels, acquisitions)
+    return _collect(tree.hcs.wells, paths, results, channels, acquisitions, made_up)
 
 
 def _collect(wells: Sequence[str], paths: Sequence[str], results: Sequence[Any],
-             channels: str = "exact", acquisitions: Sequence[int | None] | None = None
-             ) -> Any:
+             channels: str = "exact", acquisitions: Sequence[int | None] | None = None,
+             made_up: Sequence[dict[str, list[str]]] | None = None) -> Any:
     kinds = {_kind(r) for r in results}
     if not results:
         return xr.Dataset()
@@ -80,7 +84,7 @@ def _collect(wells: Sequence[str], paths: Sequence[str], results: Sequence[Any],
     if "frame" in kinds:
         raise HcsValueError("the function returned DataFrames for some fields and other values "
                        "for others: return one kind")
-    return _dataset(wells, paths, results, channels, acquisitions)
+    return _dataset(wells, paths, results, channels, acquisitions, made_up)
 
 
 def _kind(r: Any) -> str:
@@ -119,8 +123,8 @@ def _result_dtype(arrays: Sequence[xr.DataArray]) -> np.dtype:
 
 
 def _dataset(wells: Sequence[str], paths: Sequence[str], results: Sequence[Any],
-             channels: str = "exact", acquisitions: Sequence[int | None] | None = None
-             ) -> xr.Dataset:
+             channels: str = "exact", acquisitions: Sequence[int | None] | None = None,
+             made_up: Sequence[dict[str, list[str]]] | None = None) -> xr.Dataset:
     """Per-field values stacked into ``(well, field, ...)``, with the stacked view's
     coordinates and its rules (:func:`~xarray_hcs.stack.plan_stack`): labels along a
     dimension (channels) must agree or are aligned by label, positions are shared or
@@ -135,6 +139,7 @@ def _dataset(wells: Sequence[str], paths: Sequence[str], results: Sequence[Any],
     well_names = list(per_well)
     layout = [per_well[w] for w in well_names]
     acq = dict(zip(paths, acquisitions or [None] * len(paths), strict=True))
+    invented = dict(zip(paths, made_up or [{}] * len(paths), strict=True))
     as_vars = [_as_vars(r) for r in results]
     names = list(dict.fromkeys(k for v in as_vars for k in v))
     out: dict[str, xr.DataArray] = {}
@@ -147,7 +152,8 @@ def _dataset(wells: Sequence[str], paths: Sequence[str], results: Sequence[Any],
         for fp, a in got:
             w, f = fp.rsplit("/", 1)
             var = a.variable.astype(dtype) if a.dtype != dtype else a.variable
-            dim_coords = {str(d): a.coords[d].variable for d in a.dims if d in a.coords}
+            dim_coords = {str(d): _marked(a.coords[d].variable, invented[fp].get(str(d)))
+                          for d in a.dims if d in a.coords}
             entries.append(FieldEntry(w, f, acq[fp], var, dim_coords, fill))
         try:
             plan = plan_stack(entries, well_names, pad=None, channels=channels,  # type: ignore
@@ -168,6 +174,19 @@ def _dataset(wells: Sequence[str], paths: Sequence[str], results: Sequence[Any],
         for k, v in plan.coords.items():
             coords.setdefault(k, v)
     return xr.Dataset(out).assign_coords(coords)
+
+
+def _marked(coord: xr.Variable, made_up: list[str] | None) -> xr.Variable:
+    """``coord`` with the field's made-up labels it holds listed in its attributes (a
+    function's result may rebuild the coordinate without them)."""
+    if not made_up or coord.attrs.get(MADE_UP):
+        return coord
+    hit = [lab for lab in map(str, np.asarray(coord.values).ravel()) if lab in made_up]
+    if not hit:
+        return coord
+    out = coord.copy(deep=False)
+    out.attrs = {**coord.attrs, MADE_UP: hit}
+    return out
 
 
 def _frames(paths: Sequence[str], results: Sequence[pd.DataFrame]) -> pd.DataFrame:

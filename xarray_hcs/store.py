@@ -177,7 +177,8 @@ class PlateStore:
         # metadata documents are small, so read them inline on the event loop
         from zarr.storage import LocalStore
 
-        self._local_root = str(store.root) if isinstance(store, LocalStore) else None
+        self._local_root = (os.path.abspath(str(store.root)) if isinstance(store, LocalStore)
+                            else None)
 
     def where(self, path: str) -> str:
         """A path inside the plate as users should see it in messages: store + path."""

@@ -16,7 +16,7 @@ import xarray as xr
 from xarray.backends import BackendEntrypoint
 
 from ._xarray_internals import mark_indexed
-from .errors import HcsSelectionError
+from .errors import HcsSelectionError, HcsTypeError
 from .open import plate_groups, plate_tree
 from .tree import OpenOptions
 
@@ -28,6 +28,10 @@ _PARAMS = ("level", "pad", "channels", "acquisition", "wells", "fields", "levels
            "consolidated", "validate", "on_missing", "group", "drop_variables")
 
 
+#: the options of open_datatree / open_groups (open_dataset also takes level, pad, channels)
+_TREE_PARAMS = tuple(p for p in _PARAMS if p not in ("level", "pad", "channels"))
+
+
 def _options(acquisition: Any = None, wells: Any = None, fields: Any = None, levels: Any = None,
              labels: Any = True, validate: bool = False, on_missing: str = "raise",
              tables: bool = True) -> OpenOptions:
@@ -35,6 +39,35 @@ def _options(acquisition: Any = None, wells: Any = None, fields: Any = None, lev
     return OpenOptions(acquisition=acquisition, wells=wells, fields=fields, levels=levels,
                        labels=labels, validate=validate, on_missing=on_missing,  # type: ignore
                        tables=tables)
+
+
+#: xarray's CF decoding options, which it passes to every engine: images have nothing to
+#: decode, so they are accepted and change nothing
+_DECODERS = ("mask_and_scale", "decode_times", "decode_timedelta", "concat_characters",
+             "use_cftime", "decode_coords", "decode_cf")
+
+
+def _refuse_unknown(call: str, kwargs: dict[str, Any], ours: Iterable[str]) -> None:
+    """A misspelt option (``well=``, ``levle=``, ``chunk=``) would otherwise open the whole
+    plate without a word: a TypeError naming it and the options there are, as xarray's own
+    engines raise."""
+    kwargs = {k: v for k, v in kwargs.items() if k not in _DECODERS}
+    if not kwargs:
+        return
+    import difflib
+    import inspect
+
+    xarray_own = [p for p in inspect.signature(getattr(xr, call)).parameters
+                  if p not in ("filename_or_obj", "kwargs", "engine", *_DECODERS)]
+    known = sorted({*ours, *xarray_own})
+    hints = []
+    for k in kwargs:
+        close = difflib.get_close_matches(k, known, n=1, cutoff=0.6)
+        hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise HcsTypeError(
+        f"{call}(engine='ome-hcs') got unexpected keyword argument(s) {', '.join(hints)}; "
+        f"the ome-hcs engine takes {', '.join(sorted(set(ours)))}, and xarray's own "
+        f"{', '.join(sorted(set(xarray_own)))}")
 
 
 def _looks_like_plate(path: str) -> bool:
@@ -86,6 +119,7 @@ class OmeHcsBackendEntrypoint(BackendEntrypoint):
                       on_missing: str = "raise", group: str | None = None,
                       drop_variables: str | Iterable[str] | None = None, tables: bool = True,
                       **kwargs: Any) -> xr.DataTree:
+        _refuse_unknown("open_datatree", kwargs, _TREE_PARAMS)
         opts = _options(acquisition, wells, fields, levels, labels, validate, on_missing,
                         tables)
         tree = plate_tree(filename_or_obj, opts, storage_options, consolidated)
@@ -101,6 +135,7 @@ class OmeHcsBackendEntrypoint(BackendEntrypoint):
                             on_missing: str = "raise", group: str | None = None,
                             drop_variables: str | Iterable[str] | None = None,
                             tables: bool = True, **kwargs: Any) -> dict[str, xr.Dataset]:
+        _refuse_unknown("open_groups", kwargs, _TREE_PARAMS)
         opts = _options(acquisition, wells, fields, levels, labels, validate, on_missing,
                         tables)
         groups = plate_groups(filename_or_obj, opts, storage_options, consolidated)
@@ -125,6 +160,7 @@ class OmeHcsBackendEntrypoint(BackendEntrypoint):
         that level into one lazy variable (see ``DataTree.hcs.stack``, whose ``pad`` and
         ``channels`` it takes); ``group="B/03/0/0"`` returns that node's Dataset instead.
         """
+        _refuse_unknown("open_dataset", kwargs, _PARAMS)
         if group in (None, "", "/"):
             from .stack import stack_tree
 

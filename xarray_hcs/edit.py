@@ -96,6 +96,12 @@ def _select(tree: xr.DataTree, rows: Sequence[str] | None, columns: Sequence[Any
         [fields] if isinstance(fields, str | int) else list(fields))
     level_sel = None if levels is None else (
         [levels] if isinstance(levels, str | int) else list(levels))
+    if field_sel is not None:
+        from .tree import check_fields_exist
+
+        check_fields_exist(field_sel, [
+            tree.children[w.row].children[w.column].attrs["ome"]["well"] for w in present
+            if w.path in chosen], "/")
     nodes: dict[str, NodeSpec | None] = {}
     kept_wells = []
     for w in present:

@@ -170,6 +170,10 @@ def concat_tables(tree: xr.DataTree, name: str, acquisition: int | str | None = 
             continue
         jobs.append(node)
         keys.append((r, c, f, a))
+    if not jobs and fields:  # a misspelt name would give an empty frame without a word
+        held = sorted({t for *_, fnode in fields for t in table_nodes(fnode)})
+        raise HcsSelectionError(f"no field has a table {name!r} (the fields' tables: "
+                                f"{held or 'none'})", "/")
     blocks = run_sync(_read_blocks(jobs, strict, _columns(columns)))
     front_names = [*KEY_COLUMNS, *(("acquisition",) if with_acq else ())]
     if not blocks:

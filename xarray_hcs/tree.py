@@ -30,6 +30,7 @@ from xarray.core import indexing
 from xarray.indexes import PandasIndex, RangeIndex
 
 from . import ngff
+from ._pixel_index import GridTransform, PixelIndex
 from ._xarray_internals import NodeSpec
 from .arrays import ZarrLevelArray, dask_array
 from .errors import (
@@ -206,6 +207,19 @@ def select_images(well: Well, acquisition: int | None, fields: Sequence[Any] | N
     return images
 
 
+def check_fields_exist(fields: Sequence[Any], wells: Sequence[dict[str, Any]],
+                       where: str) -> None:
+    """Refuse field names that no selected well holds (as a well name that matches no well
+    is refused): ``fields=[5]`` would otherwise select nothing without a word."""
+    have = {str(im.get("path")) for w in wells for im in (w.get("images") or [])
+            if isinstance(im, dict)}
+    missing = sorted({str(f) for f in fields} - have)
+    if missing:
+        raise HcsSelectionError(
+            f"no selected well holds field(s) {missing} (the fields are "
+            f"{sorted(have, key=lambda p: (len(p), p))})", where)
+
+
 def select_levels(ms: Multiscale, levels: Sequence[int | str] | None, path: str
                   ) -> list[ScaleLevel]:
     if levels is None:
@@ -299,6 +313,11 @@ class _Walker:
             self._all(*(self.well(w.path, plate, acq) for w in wells)),
             self._tables("") if self.opts.tables else _none())
         kept = [w for w in well_recs if w is not None]
+        if self.opts.fields is not None:
+            check_fields_exist(self.opts.fields, [w.ome["well"] for w in kept], ps.source)
+        if self.opts.fields is not None or acq is not None:
+            # as sel does: a well with none of the selected fields is not part of the view
+            kept = [w for w in kept if w.fields]
         kept_paths = {w.path for w in kept}
         sel_plate = replace(
             plate,
@@ -531,11 +550,7 @@ class _Builder:
         key = (axis.name, size, start, step)
         hit = self._range.get(key)
         if hit is None:
-            from xarray.indexes.range_index import RangeCoordinateTransform
-
-            tr = RangeCoordinateTransform(start, start + size * step, size, axis.name,
-                                          axis.name, step=step)
-            index = RangeIndex(tr)
+            index = PixelIndex(GridTransform(start, step, size, axis.name))
             if size <= _MATERIALISED:
                 # the values the index computes, materialised once and shared read-only by
                 # every node on this grid: cheaper per node than the lazy transform variable

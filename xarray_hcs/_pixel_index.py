@@ -1,0 +1,147 @@
+"""The index of a pixel axis: xarray's ``RangeIndex`` with label selection.
+
+An image's x, y, z (and t) coordinates are regular grids, ``start + i * step``: a
+``RangeIndex`` holds them without materialising anything and slices exactly. xarray's own
+``RangeIndex.sel`` takes only ``method="nearest"``, so ``img.sel(x=slice(0, 10))`` and
+``img.sel(x=1.3)``, the first things an xarray user types, would raise. ``PixelIndex``
+answers them as a ``PandasIndex`` over the same values would:
+
+- a slice ``sel(x=slice(a, b))`` takes every pixel whose coordinate lies in ``[a, b]``
+  (both ends included, as pandas does), and stays a ``PixelIndex``;
+- a label or an array of labels takes the pixels at exactly those coordinates (within a
+  few units in the last place, so that a value read back from the coordinate always
+  matches); any other value is a ``KeyError``, as in pandas;
+- ``method="nearest"``, ``"pad"``/``"ffill"`` or ``"backfill"``/``"bfill"`` (with an
+  optional ``tolerance``) take the nearest, previous or next pixel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from xarray.core.indexing import IndexSelResult
+from xarray.indexes import RangeIndex
+from xarray.indexes.range_index import RangeCoordinateTransform
+
+__all__ = ["PixelIndex", "GridTransform"]
+
+#: how far, in units of the step, a label may lie from a pixel's coordinate and still be it
+_EXACT = 1e-9
+
+
+class GridTransform(RangeCoordinateTransform):
+    """``origin + (offset + i * stride) * unit``: the values of a slice of a grid are the
+    grid's own values at those pixels, to the last bit. (xarray's transform restarts a
+    slice at ``start + lo * step``, whose values then differ from the unsliced ones in the
+    last place, and exact comparisons with them fail.)"""
+
+    __slots__ = ("origin", "unit", "offset", "stride")
+
+    def __init__(self, origin: float, unit: float, size: int, name: str, offset: int = 0,
+                 stride: int = 1) -> None:
+        start = origin + offset * unit
+        super().__init__(start, start + size * stride * unit, size, name, name,
+                         step=stride * unit)
+        self.origin, self.unit, self.offset, self.stride = origin, unit, offset, stride
+
+    def forward(self, dim_positions: dict[str, Any]) -> dict[Any, Any]:
+        positions = dim_positions[self.dim]
+        return {self.coord_name: self.origin + (self.offset + positions * self.stride)
+                * self.unit}
+
+    def reverse(self, coord_labels: dict[Any, Any]) -> dict[str, Any]:
+        labels = coord_labels[self.coord_name]
+        return {self.dim: ((labels - self.origin) / self.unit - self.offset) / self.stride}
+
+    def slice(self, sl: slice) -> GridTransform:
+        r = range(self.size)[sl]
+        return GridTransform(self.origin, self.unit, len(r), str(self.coord_name),
+                             self.offset + r.start * self.stride, self.stride * r.step)
+
+
+class PixelIndex(RangeIndex):
+    """A ``RangeIndex`` that also selects by exact labels and by label slices."""
+
+    @classmethod
+    def of(cls, index: RangeIndex) -> PixelIndex:
+        return cls(index.transform)
+
+    def isel(self, indexers: Mapping[Any, Any]) -> Any:
+        idxer = indexers[self.dim]
+        values = idxer.values if isinstance(idxer, xr.Variable) else idxer
+        if not isinstance(idxer, slice) and np.asarray(values).dtype == bool:
+            # xarray's RangeIndex reads a boolean mask (where(..., drop=True)) as the
+            # positions 0 and 1: take the positions it marks
+            at = np.flatnonzero(np.asarray(values))
+            indexers = {**indexers, self.dim: xr.Variable(idxer.dims, at) if isinstance(
+                idxer, xr.Variable) else at}
+        out = super().isel(indexers)
+        return PixelIndex.of(out) if type(out) is RangeIndex else out
+
+    def _positions(self, values: np.ndarray) -> np.ndarray:
+        """Fractional pixel positions of coordinate values."""
+        return self.transform.reverse({self.transform.coord_name: np.asarray(
+            values, dtype=np.float64)})[self.dim]
+
+    def sel(self, labels: dict[Any, Any], method: Any = None, tolerance: Any = None
+            ) -> IndexSelResult:
+        label = labels[self.dim]
+        if isinstance(label, slice):
+            if label.step is not None:
+                raise NotImplementedError(
+                    f"a label slice of {self.dim!r} with a step: select with isel, or use "
+                    "a slice without one")
+            return IndexSelResult({self.dim: self._slice(label.start, label.stop)})
+        if isinstance(label, xr.DataArray | xr.Variable):
+            values = np.asarray(label.values)
+        else:
+            values = np.asarray(label)
+        pos = self._positions(values)
+        if method is None:
+            nearest = np.round(pos)
+            exact = np.abs(pos - nearest) <= _EXACT * np.maximum(1.0, np.abs(nearest))
+            inside = (nearest >= 0) & (nearest < self.size)
+            bad = ~(exact & inside)
+            if np.any(bad):
+                missing = np.atleast_1d(values)[np.atleast_1d(bad)][:3].tolist()
+                raise KeyError(
+                    f"{missing} not among the coordinates of {self.dim!r} (pixels at "
+                    f"{self.start} + i * {self.step}); pass method='nearest' or a slice")
+            idx = nearest.astype(np.int64)
+        else:
+            rounding = {"nearest": np.round, "pad": np.floor, "ffill": np.floor,
+                        "backfill": np.ceil, "bfill": np.ceil}.get(method)
+            if rounding is None:
+                raise ValueError(f"unknown method {method!r} for selecting along "
+                                 f"{self.dim!r}")
+            # a label within rounding error of a pixel is that pixel, whichever the method
+            snapped = np.where(np.abs(pos - np.round(pos)) <= _EXACT, np.round(pos), pos)
+            idx = rounding(snapped).astype(np.int64)
+            if method != "nearest" and np.any((idx < 0) | (idx >= self.size)):
+                raise KeyError(f"no pixel of {self.dim!r} {method} of "
+                               f"{np.atleast_1d(values)[:3].tolist()}")
+            idx = np.clip(idx, 0, self.size - 1)
+            if tolerance is not None:
+                far = np.abs(self.start + idx * self.step - values) > tolerance
+                if np.any(far):
+                    raise KeyError(f"no pixel of {self.dim!r} within {tolerance} of "
+                                   f"{np.atleast_1d(values)[np.atleast_1d(far)][:3].tolist()}")
+        if isinstance(label, xr.DataArray | xr.Variable) and np.ndim(values):
+            return IndexSelResult({self.dim: xr.Variable(label.dims, idx)})
+        return IndexSelResult({self.dim: idx if np.ndim(idx) else int(idx)})
+
+    def _slice(self, start: Any, stop: Any) -> slice:
+        """The pixels whose coordinates lie between ``start`` and ``stop``, both included
+        (either end open if None). With a negative step, as pandas on a decreasing index,
+        ``start`` is the larger value: in both cases pixel ``i`` is taken if its fractional
+        position lies between those of ``start`` and ``stop``."""
+        lo, hi = 0, self.size
+        if start is not None:
+            lo = int(np.ceil(float(self._positions(np.asarray(start))) - _EXACT))
+        if stop is not None:
+            hi = int(np.floor(float(self._positions(np.asarray(stop))) + _EXACT)) + 1
+        lo, hi = min(max(lo, 0), self.size), max(min(hi, self.size), 0)
+        return slice(lo, max(lo, hi))

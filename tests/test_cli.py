@@ -81,3 +81,67 @@ def test_usage_errors(args):
     with pytest.raises(SystemExit) as e:
         main(args)
     assert e.value.code == 2
+
+
+# ------------------------------------------------- through the installed console script
+
+
+def _cli(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
+    import os
+    import shutil
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "xarray-hcs"
+    exe = str(exe) if exe.exists() else shutil.which("xarray-hcs")
+    assert exe, "the xarray-hcs console script is not installed"
+    return subprocess.run([exe, *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, **(env or {})}, timeout=600)
+
+
+def test_the_demo_leaves_nothing_behind(tmp_path):
+    """`xarray-hcs demo` (the README's command) writes its plate and pictures to a temporary
+    folder of its own and deletes it at the end."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    r = _cli("demo", cwd=tmp_path, env={"TMPDIR": str(tmp)})
+    assert r.returncode == 0, r.stderr
+    assert "mean intensity per well, channel GFP" in r.stdout
+    assert "xarray-hcs demo DIR" in r.stdout
+    assert list(tmp.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]
+
+
+def test_the_demo_never_replaces_what_is_there_unless_told(tmp_path):
+    mine = tmp_path / "mine"
+    (mine / "plate.zarr").mkdir(parents=True)
+    (mine / "plate.zarr" / "notes.txt").write_text("my own notes")
+    r = _cli("demo", str(mine))
+    assert r.returncode == 2 and "--overwrite" in r.stderr
+    r = _cli("demo", str(mine), "--overwrite")  # not a plate: still refused
+    assert r.returncode == 2 and "not a zarr group" in r.stderr
+    assert (mine / "plate.zarr" / "notes.txt").read_text() == "my own notes"
+    ours = tmp_path / "ours"
+    assert _cli("demo", str(ours)).returncode == 0
+    r = _cli("demo", str(ours))
+    assert r.returncode == 2 and "exists" in r.stderr
+    r = _cli("demo", str(ours), "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert (ours / "montage.png").exists()
+
+
+def test_cli_messages_a_user_can_act_on(plate, tmp_path):
+    from xarray_hcs import __version__
+
+    r = _cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"xarray-hcs {__version__}"
+    r = _cli("montage", str(plate), str(tmp_path / "missing" / "m.png"))
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("montage", str(plate), str(tmp_path / "m.txt"))
+    assert r.returncode == 2 and ".png" in r.stderr
+    r = _cli("montage", str(plate), str(tmp_path / "m.png"), "--channel", "5")
+    assert r.returncode == 2 and "no channel 5" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("heatmap", str(plate), str(tmp_path / "h.png"), "--table", "nucleii",
+             "--column", "area")
+    assert r.returncode == 2 and "no field has a table 'nucleii'" in r.stderr
+    fp = xr.open_datatree(plate, engine="ome-hcs").hcs.field_paths[0]
+    r = _cli("info", str(plate / fp))
+    assert r.returncode == 2 and f"group='{fp}'" in r.stderr, r.stderr

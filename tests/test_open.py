@@ -332,3 +332,48 @@ def test_any_layout_opens_as_written(tmp_path_factory, rows, columns, fields, le
         last = str(levels - 1)
         np.testing.assert_array_equal(dt[f"{fp}/{last}"]["image"].values,
                                       root[f"{fp}/{last}"][...])
+
+
+def test_image_names_what_it_cannot_find(plate_v05):
+    dt = xr.open_datatree(plate_v05, engine="ome-hcs")
+    fp = dt.hcs.field_paths[0]
+    well = fp.rsplit("/", 1)[0]
+    with pytest.raises(xarray_hcs.HcsSelectionError, match="holds no field '9'"):
+        dt.hcs.image(f"{well}/9")
+    with pytest.raises(xarray_hcs.HcsSelectionError, match="no well 'Z99'"):
+        dt.hcs.image("Z99/0")
+    with pytest.raises(xarray_hcs.HcsSelectionError, match="does not exist"):
+        dt.hcs.image(fp, level=7)
+    with pytest.raises(xarray_hcs.HcsSelectionError, match="no label image 'cells'"):
+        dt.hcs.image(fp, label="cells")
+    with pytest.raises(xarray_hcs.HcsSelectionError, match="cannot read"):
+        dt.hcs.image("B")
+    img = dt.hcs.image(fp, level=-1)
+    assert img.equals(dt[f"{fp}/{dt[fp].attrs['ome']['multiscales'][0]['datasets'][-1]['path']}"]["image"])
+
+
+def test_a_misspelt_option_is_a_type_error_naming_the_valid_ones(plate_v05):
+    for kw, hint in (({"well": ["B03"]}, "wells"), ({"levle": 2}, "levels"),
+                     ({"chunk": {}}, "chunks"), ({"feilds": [0]}, "fields")):
+        with pytest.raises(TypeError, match=f"did you mean '{hint}'") as e:
+            xr.open_datatree(plate_v05, engine="ome-hcs", **kw)
+        assert isinstance(e.value, xarray_hcs.HcsTypeError)
+        assert "the ome-hcs engine takes" in str(e.value)
+    with pytest.raises(TypeError, match="did you mean 'level'"):
+        xr.open_dataset(plate_v05, engine="ome-hcs", levle=0)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        xr.open_groups(plate_v05, engine="ome-hcs", wels=["B03"])
+    # xarray's own decoding options change nothing and are accepted
+    xr.open_datatree(plate_v05, engine="ome-hcs", decode_times=False, mask_and_scale=False)
+
+
+def test_selecting_fields_no_well_has_is_refused_on_open_and_in_sel(plate_v05):
+    with pytest.raises(xarray_hcs.HcsSelectionError, match=r"field\(s\) \['5'\]"):
+        xr.open_datatree(plate_v05, engine="ome-hcs", fields=[5])
+    dt = xr.open_datatree(plate_v05, engine="ome-hcs")
+    with pytest.raises(xarray_hcs.HcsSelectionError, match=r"field\(s\) \['5'\]"):
+        dt.hcs.sel(fields=[5])
+    with pytest.raises(xarray_hcs.HcsSelectionError, match="no field has a table 'nucleii'"):
+        dt.hcs.concat_tables("nucleii", strict=False)
+    with pytest.raises(xarray_hcs.HcsSelectionError, match="no well 'B3'|no well"):
+        dt.hcs.well("Z3")

@@ -101,3 +101,33 @@ def test_ozx_is_a_zip(entry):
     if entry["container"] == "directory":
         pytest.skip("directory plate")
     assert zipfile.is_zipfile(PEERS_DIR / entry["path"])
+
+
+def test_one_call_reaches_a_level_of_any_writers_plate(entry):
+    """``dt.hcs.image(field, level)`` finds the level however the writer named it (0,
+    scale0, s0) and names the dimensions by role (iohub's C, Z, Y, X too), so the same code
+    selects a channel by label and a region by position on every plate."""
+    dt = xr.open_datatree(PEERS_DIR / entry["path"], engine="ome-hcs")
+    fp = entry["first_field"]
+    img = dt.hcs.image(fp, level=0)
+    raw = dt[f"{fp}/{entry['level_paths'][0]}"]["image"]
+    assert [d for d in img.dims if d != "t"] == ["c", "z", "y", "x"]
+    np.testing.assert_array_equal(img.values, raw.values)
+    y, x = np.mgrid[0:32, 0:32]
+    one = img.isel(c=1)
+    if "t" in one.dims:
+        one = one.isel(t=0)
+    region = one.sel(x=slice(0, 2.0), y=slice(0, 1.0)).isel(z=0).values
+    np.testing.assert_array_equal(region, (1000 + 100 + (y * 32 + x) % 100)[:3, :5])
+    if entry["channel_labels"]:
+        label = entry["channel_labels"][1]
+        np.testing.assert_array_equal(img.sel(c=label).values, img.isel(c=1).values)
+    coarsest = dt.hcs.image(fp, level=-1)
+    assert coarsest.sizes["x"] < img.sizes["x"]
+    well, field = fp.rsplit("/", 1)
+    row, col = well.split("/")
+    np.testing.assert_array_equal(dt.hcs.image(f"{row}{int(col)}/{field}").values, img.values)
+    for label_path in entry["label_level_paths"]:
+        lfp, name = label_path.split("/labels/")
+        lab = dt.hcs.image(lfp, level=0, label=name)
+        assert lab.dims[-2:] == ("y", "x")

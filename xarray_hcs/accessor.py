@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
-from .errors import HcsNotAPlateError
+from .errors import HcsNotAPlateError, HcsSelectionError
 from .ngff import Acquisition, Plate, Well
 
 __all__ = ["HcsAccessor"]
@@ -70,10 +70,56 @@ class HcsAccessor:
         """The plate's acquisitions (empty for plates that declare none)."""
         return list(self.plate.acquisitions)
 
-    def well(self, path: str) -> Well:
-        """The metadata of one well."""
-        node = self._tree[path]
-        return Well.from_dict(node.attrs["ome"]["well"], path)  # type: ignore[union-attr]
+    def well(self, path: Any) -> Well:
+        """The metadata of one well, named as ``sel`` takes it (``"B/03"``, ``"B3"``,
+        ``("B", 3)``).
+
+        Raises
+        ------
+        HcsSelectionError
+            The plate has no such well, or the tree does not hold it.
+        """
+        from .tree import select_wells
+
+        (w,) = select_wells(self.plate, [path], "/")
+        node = self._tree.get(w.row)
+        node = None if node is None else node.get(w.column)
+        if node is None:
+            raise HcsSelectionError(f"the tree does not hold well {w.path!r}", "/")
+        return Well.from_dict(node.attrs["ome"]["well"], w.path)
+
+    def image(self, field: Any, level: int | str = 0, label: str | None = None,
+              variable: str | None = None) -> xr.DataArray:
+        """One field's level as a lazy DataArray, whatever the writer named things.
+
+        Parameters
+        ----------
+        field
+            ``"B/03/0"``, ``"B3/0"`` or ``("B", 3, "0")``.
+        level
+            Index into the field's levels (``-1``: the coarsest) or a level path
+            (``"0"``, ``"scale0"``, ``"s0"``, as the writer named it).
+        label
+            The name of a label image of the field: its level instead of the image's.
+        variable
+            The array's variable (default: ``image``, or ``labels`` for a label image).
+
+        Returns
+        -------
+        xarray.DataArray
+            Dimensions named by role (``t``, ``c``, ``z``, ``y``, ``x``) where the writer's
+            names differ only in case (iohub's ``C``, ``Z``...) or are the one axis of their
+            type; coordinates in physical units; channel labels on ``c``.
+
+        Examples
+        --------
+        >>> img = dt.hcs.image("B/03/0")                      # doctest: +SKIP
+        >>> img.sel(c="DAPI", x=slice(0, 100)).mean()          # doctest: +SKIP
+        >>> nuclei = dt.hcs.image("B3/0", level=-1, label="nuclei")  # doctest: +SKIP
+        """
+        from .field_image import field_image
+
+        return field_image(self._tree, field, level, label, variable)
 
     @property
     def field_paths(self) -> list[str]:

@@ -14,23 +14,44 @@ __all__ = ["main"]
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import shutil
+
+    if args.dir is None:  # a plate of its own, deleted at the end: the demo leaves nothing
+        with tempfile.TemporaryDirectory(prefix="xarray-hcs-demo-") as tmp:
+            code = _run_demo(Path(tmp) / "plate.zarr", keep=False)
+        return code
+    path = Path(args.dir)
+    if path.suffix != ".zarr":
+        path = path / "plate.zarr"
+    if path.exists() or path.is_symlink():
+        if not args.overwrite:
+            print(f"xarray-hcs: error: {path} exists; pass --overwrite to replace it (or "
+                  "choose another folder)", file=sys.stderr)
+            return 2
+        if not _is_zarr_group(path):  # --overwrite replaces a plate, nothing else
+            print(f"xarray-hcs: error: {path} is not a zarr group: --overwrite replaces only "
+                  "a plate (delete it yourself if it is no longer needed)", file=sys.stderr)
+            return 2
+        shutil.rmtree(path)
+    return _run_demo(path, keep=True)
+
+
+def _is_zarr_group(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and any(
+        (path / name).is_file() for name in ("zarr.json", ".zgroup"))
+
+
+def _run_demo(path: Path, keep: bool) -> int:
     import xarray as xr
 
     from .sample import DEMO, write_sample_plate
 
     t0 = time.perf_counter()
-    if args.dir is None:
-        tmp = tempfile.mkdtemp(prefix="xarray-hcs-demo-")
-        path = Path(tmp) / "plate.zarr"
-    else:
-        path = Path(args.dir)
-        if path.suffix != ".zarr":
-            path = path / "plate.zarr"
-    write_sample_plate(path, DEMO, overwrite=True)
+    write_sample_plate(path, DEMO)
     t1 = time.perf_counter()
     print(f"wrote the sample plate to {path} in {t1 - t0:.1f} s\n")
 
-    dt = xr.open_datatree(path, engine="ome-hcs", chunks={})
+    dt = xr.open_datatree(path, engine="ome-hcs")
     t2 = time.perf_counter()
     print(dt.hcs.summary())
     print(f"\nopened with xr.open_datatree(..., engine='ome-hcs') in {t2 - t1:.2f} s")
@@ -62,14 +83,38 @@ def _demo(args: argparse.Namespace) -> int:
     ax = dt.hcs.plot_plate(per_well.sel(c=first, drop=True),
                            label=f"mean {first} intensity", title="mean intensity per well")
     ax.figure.savefig(out / "heatmap.png", dpi=110)
-    print(f"pictures: {out / 'montage.png'} and {out / 'heatmap.png'} "
-          f"(total {time.perf_counter() - t0:.1f} s)")
+    total = time.perf_counter() - t0
+    if keep:
+        print(f"pictures: {out / 'montage.png'} and {out / 'heatmap.png'} (total {total:.1f} s)")
+    else:
+        print(f"drew the plate montage and heatmap (total {total:.1f} s); the plate and "
+              "pictures were temporary: `xarray-hcs demo DIR` keeps them in DIR")
     return 0
+
+
+def _check_out(out: str) -> None:
+    """Refuse a picture path that cannot be written before the plate is read, not after."""
+    import os
+
+    from .errors import HcsValueError
+
+    p = Path(out)
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise HcsValueError(f"the folder {str(parent)!r} does not exist", out)
+    if not os.access(parent, os.W_OK):
+        raise HcsValueError(f"the folder {str(parent)!r} is not writable", out)
+    if p.is_dir():
+        raise HcsValueError("is a folder; give the picture's file name", out)
+    kinds = ("png", "pdf", "svg", "jpg", "jpeg", "tif", "tiff", "eps", "ps", "webp")
+    if p.suffix.lower().lstrip(".") not in kinds:
+        raise HcsValueError(f"the picture must end in one of .{', .'.join(kinds)}", out)
 
 
 def _montage(args: argparse.Namespace) -> int:
     from .open import open_plate
 
+    _check_out(args.out)
     dt = open_plate(args.path, chunks=None, labels=False, tables=False)
     channel: object = args.channel
     if isinstance(channel, str) and channel.isdigit():
@@ -84,6 +129,7 @@ def _montage(args: argparse.Namespace) -> int:
 def _heatmap(args: argparse.Namespace) -> int:
     from .open import open_plate
 
+    _check_out(args.out)
     dt = open_plate(args.path, chunks=None, labels=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -124,10 +170,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="xarray-hcs",
                                      description="OME-Zarr HCS plates with xarray")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"xarray-hcs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="write the built-in sample plate, open it, analyse it")
     p.add_argument("dir", nargs="?", default=None,
-                   help="where to write the plate (default: a temporary directory)")
+                   help="a folder to write the plate and pictures to and keep them in "
+                        "(default: a temporary folder, deleted at the end)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a plate already at DIR/plate.zarr")
     p.set_defaults(func=_demo)
     p = sub.add_parser("info", help="print a summary of a plate")
     p.add_argument("path", help="path or URL of the plate (.zarr, .ozx)")

@@ -85,7 +85,7 @@ def montage(tree: xr.DataTree, level: int | str = -1, channel: Any = None, agg: 
             f"a montage of {len(rows)} rows x {len(cols)} columns of {cell_y} x {cell_x} "
             f"pixel wells{f' x {nch} channels' if nch else ''} would hold "
             f"{(nch or 1) * ny * nx} pixels, more than {MAX_MONTAGE_PIXELS}: pass a coarser "
-            "level=, fewer channels, or select wells first", "/")
+            "level= or fewer channels", "/")
     canvas = np.full(((nch,) if nch else ()) + (ny, nx), np.nan)
     wells = [str(w) for w in stacked["well"].values]
     for wi, w in enumerate(wells):

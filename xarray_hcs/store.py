@@ -108,6 +108,13 @@ class ArrayInfo:
         return self.format.read_chunks if self.format is not None else self.chunks
 
 
+def _a(node_type: Any) -> str:
+    """'an array', 'a group', or what the document says instead."""
+    if node_type in ("array", "group"):
+        return ("an " if node_type == "array" else "a ") + node_type
+    return f"node_type {node_type!r}"
+
+
 def _parse_array_doc(doc: Any, zarr_format: int, path: str, where: str) -> ArrayInfo:
     """``path`` is the array's key in the store, ``where`` how messages name it. Every value
     of the document is checked here (:func:`._codecs.chunk_format`), once, when it is read."""
@@ -116,7 +123,11 @@ def _parse_array_doc(doc: Any, zarr_format: int, path: str, where: str) -> Array
     if not isinstance(doc, dict):
         raise HcsMetadataError("array metadata must be a JSON object", where)
     if zarr_format == 3 and doc.get("node_type") != "array":
-        raise HcsMetadataError(f"expected an array, found a {doc.get('node_type')!r}", where)
+        found = doc.get("node_type")
+        hint = (": a store written by xarray's own DataTree.to_zarr looks like this (each "
+                "level a group holding its arrays), and is no OME-Zarr plate; "
+                "dt.hcs.to_zarr(...) writes plates" if found == "group" else "")
+        raise HcsMetadataError(f"expected an array, found {_a(found)}{hint}", where)
     fmt = chunk_format(doc, zarr_format, where)
     if fmt is not None:
         shape, chunks, dtype, fill = fmt.shape, fmt.chunks, fmt.native, fmt.fill
@@ -354,7 +365,7 @@ class PlateStore:
             if doc is None:
                 return None
             if doc.get("node_type") != "group":
-                raise HcsMetadataError(f"expected a group, found a {doc.get('node_type')}",
+                raise HcsMetadataError(f"expected a group, found {_a(doc.get('node_type'))}",
                                        self.where(path))
             attrs = doc.get("attributes", {})
         else:

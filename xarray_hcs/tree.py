@@ -160,6 +160,38 @@ def _split_well(spec: Any) -> tuple[str, str]:
     raise HcsSelectionError(f"cannot read {spec!r} as a well: use 'B/03', 'B03' or ('B', '03')")
 
 
+def _inside_plate_hint(source: str) -> str:
+    """How to open a node inside a local plate: the plate, and ``group=`` the node."""
+    import os
+
+    if "://" in source and not source.startswith("file://"):
+        return ("; to open a node of a plate, open the plate's root with group='row/column/"
+                "field'")
+    path = os.path.abspath(source.removeprefix("file://"))
+    parts: list[str] = []
+    for _ in range(4):  # a level is at most 3 below the plate: row/column/field/level
+        path, name = os.path.split(path)
+        if not name:
+            break
+        parts.insert(0, name)
+        for doc in ("zarr.json", ".zattrs"):
+            try:
+                with open(os.path.join(path, doc), "rb") as f:
+                    raw = f.read(MAX_HINT_BYTES)
+            except OSError:
+                continue
+            if b'"plate"' in raw:
+                group = "/".join(parts)
+                return (f"; it is part of the plate at {path!r}: open that, "
+                        f"xr.open_datatree({path!r}, engine='ome-hcs', group={group!r}), "
+                        f"or take dt[{group!r}] of the whole plate")
+    return ""
+
+
+#: how much of a parent's document the hint reads
+MAX_HINT_BYTES = 1 << 20
+
+
 def select_wells(plate: Plate, wells: Sequence[Any] | None, path: str | None = None
                  ) -> list[ngff.PlateWell]:
     """The plate's wells named by ``wells`` (in plate order); all wells when None.
@@ -301,7 +333,7 @@ class _Walker:
             what = ("an OME-Zarr image, not a plate" if "multiscales" in ome
                     else "a well, not a plate" if "well" in ome
                     else "not an OME-Zarr plate (no 'plate' metadata)")
-            raise HcsNotAPlateError(f"is {what}", ps.source)
+            raise HcsNotAPlateError(f"is {what}{_inside_plate_hint(ps.source)}", ps.source)
         self.version = ome["version"]
         self._strict_version(attrs, "plate", "")
         plate = Plate.from_dict(ome["plate"], ps.source)

@@ -1,10 +1,11 @@
 """Benchmarks: xarray_hcs against the peers (ngff-zarr, ngio) and raw baselines, one run.
 
-    python -m benchmarks.run [--quick] [--only P1,P2] [--repeat N] [--no-save]
+    python -m benchmarks.run [--quick] [--only P1,P2] [--repeat N] [--save]
 
 Builds its plates once (deterministic, cached under ``benchmarks/_plates/``), runs every
 workload for every library in this process (medians of ``--repeat`` runs; peak memory in a
-fresh subprocess each), prints a markdown table and writes it to ``docs/performance.md``.
+fresh subprocess each) and prints a markdown table; ``--save`` writes it into
+``docs/performance.md``.
 Timings are never asserted in the test suite; the store-operation counts are (tests/).
 """
 
@@ -780,13 +781,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=None,
                     help="comma-separated workloads: P1,P1x,P1s,P2,P3,P3t,P4,P6")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--no-save", action="store_true", help="do not write docs/performance.md")
+    ap.add_argument("--save", action="store_true",
+                    help="write the table into docs/performance.md (default: print only)")
     args = ap.parse_args(argv)
     only = set(args.only.split(",")) if args.only else None
     res = run(only, args.quick, max(1, args.repeat if not args.quick else 1))
     text = table(res)
     print(text)
-    if not args.no_save and not args.quick:
+    if args.save and not args.quick:
         _save(text if only is None else _merged(text))
     return 0
 

@@ -19,7 +19,14 @@ try:  # noqa: SIM105 - an optional test dependency
 except ImportError:
     pass
 
+from hypothesis import settings
+
 from xarray_hcs.sample import SamplePlate, write_sample_plate
+
+# no example database in the working tree: a test run leaves nothing behind (the examples
+# are derandomized, or seeded by XARRAY_HCS_RANDOM, so a failure reproduces without it)
+settings.register_profile("xarray_hcs", database=None)
+settings.load_profile("xarray_hcs")
 
 #: the official OME-NGFF schemas, examples and test suites, vendored (see SOURCES.md there)
 SPEC_DIR = Path(__file__).parent / "data" / "ngff-spec"

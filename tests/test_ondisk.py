@@ -354,3 +354,35 @@ def test_edits_of_a_consolidated_plate_drop_its_stale_index(tmp_path, version):
     assert int(dt["A/1/1/0"]["image"].max()) == 9
     with pytest.raises(HcsNotFoundError, match="no consolidated metadata"):
         xarray_hcs.open_plate(p, consolidated=True)
+
+
+def test_every_pyramid_the_library_builds_puts_level_pixels_in_one_place(tmp_path):
+    """The sample writer and add_image follow one rule (ngff-zarr's and ome-zarr-py's): an
+    image level's pixel is the mean of a 2 x 2 block, centred half a finer pixel on; a
+    label level keeps every other pixel. So a field added to the demo plate from one of its
+    own images stacks with the others on one coordinate at every level."""
+    import dataclasses
+
+    from xarray_hcs.sample import DEMO, write_sample_plate
+
+    p = write_sample_plate(tmp_path / "plate.zarr", dataclasses.replace(
+        DEMO, rows=2, columns=2, shape_zyx=(1, 64, 64)))
+    dt = xr.open_datatree(p, engine="ome-hcs")
+    img = dt["B/02/0/0"]["image"]
+    lab = dt["B/02/0/labels/nuclei/0"]["labels"]
+    xarray_hcs.add_image(p, "B", 2, img, labels={"nuclei": lab})
+    dt = xr.open_datatree(p, engine="ome-hcs")
+    for level in range(3):
+        st = dt.hcs.stack(level)
+        assert "x_origin" not in st.coords and "y_origin" not in st.coords, level
+        new, old = dt[f"B/02/2/{level}"].x.values, dt[f"B/02/0/{level}"].x.values
+        np.testing.assert_allclose(new, old, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(dt[f"B/02/2/{level}"]["image"].values,
+                                      dt[f"B/02/0/{level}"]["image"].values)
+        lnew = dt[f"B/02/2/labels/nuclei/{level}"]
+        lold = dt[f"B/02/0/labels/nuclei/{level}"]
+        np.testing.assert_allclose(lnew.x.values, lold.x.values, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(lnew["labels"].values, lold["labels"].values)
+    # level 1 of a 0.65 um grid: centres at 0.325 + 1.3 i; labels' at 1.3 i
+    np.testing.assert_allclose(dt["A/01/0/1"].x.values[:2], [0.325, 1.625])
+    np.testing.assert_allclose(dt["A/01/0/labels/nuclei/1"].x.values[:2], [0.0, 1.3])

@@ -340,12 +340,31 @@ def image_levels(image: Any, levels: int | None, *, label: bool = False,
                 # not downsampled: level 0's, which a one-pixel coordinate (z of a 2-D
                 # image) may know only from its index, lost by coarsen
                 s, t = first[0][k], first[1][k]
+            elif i:
+                # from level 0's exactly, not from the coarsened coordinates (whose rounding
+                # would make this level's grid differ from the sample writer's and the
+                # peers' in the last bits): a 2 x 2 mean is centred half a finer pixel on,
+                # every other pixel (labels) where it was
+                f = 2**i
+                s = first[0][k] * f
+                t = first[1][k] + (0.0 if label else (f - 1) / 2 * first[0][k])
             else:
                 s, t, _ = _spacing(lv, d)
             scale.append(s)
             trans.append(t)
         if not i:
             first = (scale, trans)
+        else:  # the level's coordinates: exactly the grid its metadata states
+            from ._pixel_index import GridTransform, PixelIndex
+
+            for k, d in enumerate(dims):
+                if d in ("y", "x") and d in lv.coords:
+                    attrs = dict(lv.coords[d].attrs)
+                    grid = xr.Coordinates.from_xindex(PixelIndex(GridTransform(
+                        trans[k], scale[k], lv.sizes[d], d)))
+                    lv = lv.drop_vars(d).assign_coords(grid)
+                    lv.coords[d].attrs.update(attrs)
+            pyramid[i] = lv
         cts: list[dict[str, Any]] = [{"type": "scale", "scale": scale}]
         if any(trans):
             cts.append({"type": "translation", "translation": trans})

@@ -35,6 +35,9 @@ class SamplePlate:
     dtype: str = "uint16"
     version: str = "0.5"
     labels: bool = False
+    #: a "nuclei" feature table per field (label, area, mean intensity per channel), as
+    #: Fractal measures it from the labels (needs ``labels`` and ``pixels``)
+    tables: bool = False
     pixels: bool = True  # False writes metadata only (chunks absent read as fill value)
     column_width: int = 2  # "03" (2) or "3" (0: no zero padding)
     chunk_yx: int = 256
@@ -51,7 +54,7 @@ class SamplePlate:
 
 
 #: the plate ``xarray-hcs demo`` writes: 96 wells, 2 fields, 2 channels, 3 levels, NGFF 0.5
-DEMO = SamplePlate()
+DEMO = SamplePlate(labels=True, tables=True)
 
 
 def well_intensity(row: int, column: int, channel: int) -> int:
@@ -84,21 +87,32 @@ def _pyramid(a: np.ndarray, levels: int, reduce: str) -> list[np.ndarray]:
         p = prev[..., :ny, :nx]
         if reduce == "mean":
             blocks = p.reshape(*p.shape[:-2], ny // 2, 2, nx // 2, 2).astype(np.float64)
-            out.append(blocks.mean(axis=(-3, -1)).astype(a.dtype))
+            mean = blocks.mean(axis=(-3, -1))
+            if np.issubdtype(a.dtype, np.integer):  # rounded, as add_image's levels are
+                mean = np.round(mean)
+            out.append(mean.astype(a.dtype))
         else:  # labels: nearest
             out.append(p[..., ::2, ::2])
     return out
 
 
-def _multiscales(layout: SamplePlate, axes: list[dict[str, Any]], name: str) -> dict[str, Any]:
+def _multiscales(layout: SamplePlate, axes: list[dict[str, Any]], name: str,
+                 label: bool = False) -> dict[str, Any]:
+    """Each level's scale and translation, by the rule every pyramid of the library follows
+    (and ngff-zarr's and ome-zarr-py's): a pixel of an image level is the mean of a 2 x 2
+    block, so its centre sits half a finer pixel on (translation (f - 1) / 2 level-0
+    pixels); a label level keeps every other pixel, whose centres do not move."""
     nz = len([a for a in axes if a["type"] == "space"])
     lead = len(axes) - nz
     datasets = []
     for lv in range(layout.levels):
         f = 2.0**lv
         zyx = [layout.z_spacing, layout.pixel_size * f, layout.pixel_size * f][-nz:]
+        shift = 0.0 if label else (f - 1) / 2 * layout.pixel_size
+        move = [0.0, shift, shift][-nz:]
         datasets.append({"path": str(lv), "coordinateTransformations": [
-            {"type": "scale", "scale": [1.0] * lead + zyx}]})
+            {"type": "scale", "scale": [1.0] * lead + zyx},
+            {"type": "translation", "translation": [0.0] * lead + move}]})
     return {"multiscales": [{"axes": axes, "datasets": datasets, "name": name}]}
 
 
@@ -163,10 +177,13 @@ async def _write_plate(path: Path, layout: SamplePlate, overwrite: bool) -> None
                 lg = await fg.create_group("labels", attributes=encode_attrs(
                     {"labels": ["nuclei"]}, None, version))
                 ng = await lg.create_group("nuclei", attributes=encode_attrs(
-                    {**_multiscales(layout, axes[1:], "nuclei"),
+                    {**_multiscales(layout, axes[1:], "nuclei", label=True),
                      "image-label": {"source": {"image": "../../"}}}, None, version))
                 await _write_levels(ng, layout, layout.shape_zyx, "uint32", lab, "nearest",
                                     ["z", "y", "x"], zarr_format)
+                if layout.tables and img is not None and lab is not None:
+                    await _write_table(root, f"{rows[i]}/{cols[j]}/{f}", layout, img, lab,
+                                       zarr_format)
 
     async def well(i: int, j: int, row: Any) -> None:
         images = [{"path": str(f), "acquisition": 0} for f in range(layout.fields)]
@@ -181,6 +198,38 @@ async def _write_plate(path: Path, layout: SamplePlate, overwrite: bool) -> None
         await asyncio.gather(*(well(i, j, rg) for j in range(len(cols))))
 
     await asyncio.gather(*(row(i) for i in range(len(rows))))
+
+
+def nuclei_table(layout: SamplePlate, img: np.ndarray, lab: np.ndarray) -> Any:
+    """Per nucleus of a field: its area (pixels) and mean intensity in each channel."""
+    import pandas as pd
+
+    flat = lab.ravel()
+    ids, inverse, area = np.unique(flat, return_inverse=True, return_counts=True)
+    keep = ids > 0
+    cols: dict[str, Any] = {"area": area[keep].astype(np.float64)}
+    for ch, name in enumerate(layout.channels):
+        sums = np.bincount(inverse, weights=img[ch].ravel().astype(np.float64))
+        cols[f"mean_{name}"] = sums[keep] / area[keep]
+    return pd.DataFrame(cols, index=pd.Index(ids[keep].astype(np.int64), name="label"))
+
+
+async def _write_table(root: Any, field: str, layout: SamplePlate, img: np.ndarray,
+                       lab: np.ndarray, zarr_format: int) -> None:
+    from zarr.core.buffer import default_buffer_prototype
+
+    from .tables import TableMeta, table_documents, tables_group_documents
+
+    meta = TableMeta("feature_table", "parquet", "1", "label", "int", "../labels/nuclei",
+                     "label")
+    docs = {f"tables/{k}": v for k, v in tables_group_documents(["nuclei"], {},
+                                                                zarr_format).items()}
+    docs.update({f"tables/nuclei/{k}": v for k, v in table_documents(
+        nuclei_table(layout, img, lab), meta, zarr_format, field).items()})
+    store = root.store_path.store
+    proto = default_buffer_prototype()
+    for key, raw in docs.items():
+        await store.set(f"{field}/{key}", proto.buffer.from_bytes(raw))
 
 
 async def _write_levels(group: Any, layout: SamplePlate, shape: tuple[int, ...], dtype: str,

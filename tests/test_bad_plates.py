@@ -143,8 +143,8 @@ def test_level_dimensions_disagree_with_axes(fresh_plate, version):
     p = fresh_plate(version, labels=False)
     field = "A/" + ("01" if version == "0.5" else "1") + "/0"
     _edit(p, field, lambda o: (o["multiscales"][0]["axes"].pop(0),
-                               [d["coordinateTransformations"][0]["scale"].pop(0)
-                                for d in o["multiscales"][0]["datasets"]]))
+                               [t[t["type"]].pop(0) for d in o["multiscales"][0]["datasets"]
+                                for t in d["coordinateTransformations"]]))
     with pytest.raises(HcsMetadataError, match="4 dimensions but the multiscales declare 3"):
         _open(p)
 

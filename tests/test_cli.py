@@ -21,7 +21,10 @@ def test_demo_writes_opens_and_analyses(tmp_path, capsys):
     assert "mean intensity per well, channel GFP" in out
     dt = xr.open_datatree(tmp_path / "demo.zarr", engine="ome-hcs")
     assert dt.hcs.version == "0.5"
-    assert len(dt.hcs.wells) == 96 and len(dt[dt.hcs.field_paths[0]].children) == 3
+    field = dt[dt.hcs.field_paths[0]]
+    assert len(dt.hcs.wells) == 96 and sorted(field.children) == ["0", "1", "2", "labels",
+                                                                  "tables"]
+    assert dt.hcs.list_tables() == ["nuclei"]
     # the printed table holds the per-well means: row H, column 12 is the brightest
     h_row = [line for line in out.splitlines() if line.strip().startswith("H ")][0]
     assert float(h_row.split()[-1]) >= well_intensity(7, 11, 0)

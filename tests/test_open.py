@@ -55,9 +55,11 @@ def test_coordinates_are_physical_and_cf(plate):
     fp = dt.hcs.field_paths[0]
     field = dt[fp]
     assert list(field.coords["c"].values) == ["DAPI", "GFP"]
-    for lv, step in (("0", TINY.pixel_size), ("1", 2 * TINY.pixel_size)):
+    # a level-1 pixel is the mean of 2 x 2: centred half a level-0 pixel on
+    for lv, step, shift in (("0", TINY.pixel_size, 0.0),
+                            ("1", 2 * TINY.pixel_size, TINY.pixel_size / 2)):
         ds = dt[f"{fp}/{lv}"].to_dataset()
-        np.testing.assert_allclose(ds.x.values, np.arange(ds.sizes["x"]) * step)
+        np.testing.assert_allclose(ds.x.values, shift + np.arange(ds.sizes["x"]) * step)
         assert ds.x.attrs == {"axis": "X", "units": "micrometer", "long_name": "x position"}
         assert ds.cf.axes == {"X": ["x"], "Y": ["y"], "Z": ["z"]}
         assert ds.z.values.tolist() == [0.0]
@@ -239,7 +241,7 @@ def _to_v06(ms: dict) -> dict:
     """A 0.5 multiscales entry rewritten with 0.6's coordinateSystems and sequences."""
     datasets = []
     for d in ms["datasets"]:
-        (scale,) = [t["scale"] for t in d["coordinateTransformations"]]
+        (scale,) = [t["scale"] for t in d["coordinateTransformations"] if t["type"] == "scale"]
         datasets.append({"path": d["path"], "coordinateTransformations": [{
             "type": "sequence", "input": {"path": d["path"]}, "output": {"name": "physical"},
             "transformations": [{"type": "scale", "scale": scale},

@@ -117,8 +117,9 @@ def test_fields_at_different_positions(fresh_plate):
     doc_path = p / "A/01/1/zarr.json"
     doc = json.loads(doc_path.read_text())
     for d in doc["attributes"]["ome"]["multiscales"][0]["datasets"]:
-        d["coordinateTransformations"].append({"type": "translation",
-                                               "translation": [0, 0, 50.0, 100.0]})
+        move = next(t for t in d["coordinateTransformations"] if t["type"] == "translation")
+        move["translation"] = [a + b for a, b in zip(move["translation"], [0, 0, 50.0, 100.0],
+                                                     strict=True)]
     doc_path.write_text(json.dumps(doc))
     ds = xr.open_dataset(p, engine="ome-hcs", level=0)
     assert ds.x.values[0] == 0.0

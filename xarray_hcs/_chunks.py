@@ -43,7 +43,7 @@ MAX_VLEN_BYTES = 2**28
 
 
 #: directories known to lie inside a store's root (after resolving links), per root
-_INSIDE: dict[tuple[str, str], bool] = {}
+_INSIDE: dict[tuple[str, str, int, int], bool] = {}
 _REAL_ROOTS: dict[str, str] = {}
 
 
@@ -65,11 +65,15 @@ def _open_inside(path: str, root: str | None, where: str) -> int:
     # relative paths resolve against the working directory, which may change between reads
     root, path = os.path.abspath(root), os.path.abspath(path)
     parent = os.path.dirname(path)
-    ok = _INSIDE.get((root, parent))
+    # keyed by the directory's identity too: a path checked once may later be another
+    # directory (a plate deleted and unpacked anew, with a link where a folder was)
+    st = os.stat(parent)
+    key = (root, parent, st.st_dev, st.st_ino)
+    ok = _INSIDE.get(key)
     if ok is None:
         if len(_INSIDE) > 100_000:
             _INSIDE.clear()
-        ok = _INSIDE[(root, parent)] = _inside(os.path.realpath(parent), root)
+        ok = _INSIDE[key] = _inside(os.path.realpath(parent), root)
     if not ok:
         raise HcsReadError(f"lies in {os.path.realpath(parent)!r}, outside the store's "
                            f"directory {root!r} (through '..' or a symbolic link; neither "

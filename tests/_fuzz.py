@@ -137,7 +137,14 @@ def _special(path: Path, rng: random.Random) -> str:
 
 
 def damage_document(path: Path, rng: random.Random) -> str:
+    if path.is_symlink() or not path.is_file():  # a second damage of one made special
+        return "already special"
     raw = path.read_bytes()
+    try:
+        json.loads(raw)
+    except ValueError:  # a second damage of one already made no JSON: cut it further
+        path.write_bytes(raw[: rng.randrange(max(1, len(raw)))])
+        return "truncate (again)"
     if rng.random() < 0.12:  # the whole document
         kind = rng.choice(["truncate", "garbage", "empty", "deep", "special", "not-object"])
         if kind == "truncate":
@@ -181,6 +188,8 @@ def damage_document(path: Path, rng: random.Random) -> str:
 
 
 def damage_chunk(path: Path, rng: random.Random) -> str:
+    if path.is_symlink() or not path.is_file():  # a second damage of one made special
+        return "already special"
     raw = path.read_bytes()
     kind = rng.choice(["truncate", "garbage", "empty", "flip", "flip", "bomb", "gzbomb",
                        "special"])

@@ -120,7 +120,7 @@ def test_the_demo_never_replaces_what_is_there_unless_told(tmp_path):
     r = _cli("demo", str(mine))
     assert r.returncode == 2 and "--overwrite" in r.stderr
     r = _cli("demo", str(mine), "--overwrite")  # not a plate: still refused
-    assert r.returncode == 2 and "not a zarr group" in r.stderr
+    assert r.returncode == 2 and "not an OME-Zarr plate" in r.stderr
     assert (mine / "plate.zarr" / "notes.txt").read_text() == "my own notes"
     ours = tmp_path / "ours"
     assert _cli("demo", str(ours)).returncode == 0
@@ -148,3 +148,22 @@ def test_cli_messages_a_user_can_act_on(plate, tmp_path):
     fp = xr.open_datatree(plate, engine="ome-hcs").hcs.field_paths[0]
     r = _cli("info", str(plate / fp))
     assert r.returncode == 2 and f"group='{fp}'" in r.stderr, r.stderr
+
+
+def test_the_cli_refuses_what_it_cannot_do_without_a_traceback(plate, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    r = _cli("demo", str(afile))
+    assert r.returncode == 2 and "is a file" in r.stderr and "Traceback" not in r.stderr
+    assert afile.read_text() == "mine"
+    for dpi in ("0", "-5", "100000", "x"):
+        r = _cli("montage", str(plate), str(tmp_path / "m.png"), "--dpi", dpi)
+        assert r.returncode == 2 and "--dpi" in r.stderr and "Traceback" not in r.stderr
+    group = tmp_path / "group"
+    import zarr
+
+    zarr.open_group(group / "plate.zarr", mode="w").attrs["mine"] = 1
+    (group / "plate.zarr" / "notes.txt").write_text("mine")
+    r = _cli("demo", str(group), "--overwrite")  # a zarr group, but no plate
+    assert r.returncode == 2 and "not an OME-Zarr plate" in r.stderr
+    assert (group / "plate.zarr" / "notes.txt").read_text() == "mine"

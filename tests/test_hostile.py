@@ -938,3 +938,135 @@ def test_a_plate_opened_by_a_relative_path_reads_after_a_change_of_directory(
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # the tree keeps reading the plate it opened
     np.testing.assert_array_equal(dt["A/01/0/0"]["image"].values, expected)
+
+
+@pytest.mark.parametrize("where", [".", "", "./", "folder"])
+def test_mode_w_never_clears_a_folder_that_is_no_zarr_store(tmp_path, plate_v05, monkeypatch,
+                                                             where):
+    """mode="w" replaces a zarr store, nothing else: not a project folder of other files,
+    not the working directory (not even a plate that is the working directory)."""
+    work = tmp_path / "work"
+    (work / "notes").mkdir(parents=True)
+    (work / "notes" / "mine.txt").write_text("irreplaceable")
+    (work / "data.csv").write_text("a,b\n1,2\n")
+    monkeypatch.chdir(work)
+    target = "." if where == "folder" else where
+    if where == "folder":
+        monkeypatch.chdir(tmp_path)
+        target = "work"
+    dt = xr.open_datatree(plate_v05, engine="ome-hcs")
+    with pytest.raises(HcsError):
+        dt.hcs.to_zarr(target, mode="w")
+    with pytest.raises(HcsError):
+        xarray_hcs.create_plate(target, ["A/01"], _IMG, mode="w")
+    assert (work / "notes" / "mine.txt").read_text() == "irreplaceable"
+    assert (work / "data.csv").exists()
+    # a plate that is the working directory is not replaced either
+    plate = tmp_path / "p.zarr"
+    dt.hcs.to_zarr(plate)
+    monkeypatch.chdir(plate)
+    with pytest.raises(HcsExistsError, match="working directory"):
+        dt.hcs.to_zarr(".", mode="w")
+    assert xr.open_datatree(plate, engine="ome-hcs").hcs.wells == dt.hcs.wells
+    with pytest.raises(xarray_hcs.HcsPathError, match="empty path"):
+        xarray_hcs.add_image("", "A", 1, _IMG)
+
+
+def test_an_interrupted_first_write_leaves_a_zarr_store_mode_w_replaces(tmp_path, plate_v05):
+    """The root is a bare zarr group from the first write on, so what a killed write leaves
+    is a zarr store (not a plate), which mode="w" replaces."""
+    dt = xr.open_datatree(plate_v05, engine="ome-hcs")
+    target = tmp_path / "t.zarr"
+    job = dt.hcs.to_zarr(target, compute=False)  # arrays made, the plate not yet
+    del job
+    with pytest.raises(xarray_hcs.HcsNotAPlateError):
+        xr.open_datatree(target, engine="ome-hcs")
+    with pytest.raises(HcsExistsError, match="pass mode='w'"):
+        dt.hcs.to_zarr(target)
+    dt.hcs.to_zarr(target, mode="w")
+    xr.testing.assert_identical(xr.open_datatree(target, engine="ome-hcs"), dt)
+
+
+# ------------------------------------------------------------- third round (a new user)
+
+
+def test_arguments_of_the_wrong_kind_are_errors_of_the_family(tmp_path, plate_v05):
+    """Each of these was a bare AttributeError, KeyError, ZeroDivisionError or ValueError,
+    or was silently accepted."""
+    dt = xr.open_datatree(plate_v05, engine="ome-hcs")
+    fp = dt.hcs.field_paths[0]
+    lab = dt.hcs.image(fp, label="nuclei")
+    p = tmp_path / "p.zarr"
+    dt.hcs.to_zarr(p)
+    cases = [
+        (lambda: xarray_hcs.add_image(p, "A", 1, _IMG[..., :16, :16], labels=[lab]),
+         xarray_hcs.HcsTypeError),
+        (lambda: dt.hcs.add_image("A", 1, _IMG, labels=[lab]), xarray_hcs.HcsTypeError),
+        (lambda: xarray_hcs.add_image(p, "A", 1, _IMG, lock="yes"), xarray_hcs.HcsTypeError),
+        (lambda: dt.hcs.image(fp, label=["nuclei"]), xarray_hcs.HcsTypeError),
+        (lambda: dt.hcs.to_zarr(tmp_path / "x.zarr", mode="x"), xarray_hcs.HcsValueError),
+        (lambda: xr.open_datatree(p, engine="ome-hcs", on_missing="ignore"),
+         xarray_hcs.HcsValueError),
+        (lambda: xr.open_datatree(p, engine="ome-hcs", group="nope"),
+         xarray_hcs.HcsSelectionError),
+        (lambda: dt.hcs.stack(0, chunks={"well": 0}), xarray_hcs.HcsValueError),
+        (lambda: dt.hcs.stack(0, chunks={"y": -2}), xarray_hcs.HcsValueError),
+        (lambda: dt.hcs.stack(0, chunks=0), xarray_hcs.HcsValueError),
+        (lambda: xr.open_datatree(p, engine="ome-hcs", tables="no"), xarray_hcs.HcsTypeError),
+        (lambda: xr.open_datatree(p, engine="ome-hcs", labels=5), xarray_hcs.HcsTypeError),
+        (lambda: xr.open_datatree(p, engine="ome-hcs", labels=[]), xarray_hcs.HcsValueError),
+        (lambda: xr.open_datatree(p, engine="ome-hcs", levels=[]), xarray_hcs.HcsValueError),
+        (lambda: xr.open_datatree(p, engine="ome-hcs", labels=["cells"]),
+         xarray_hcs.HcsSelectionError),
+        (lambda: xr.open_datatree(p, engine="ome-hcs", acquisition=99),
+         xarray_hcs.HcsSelectionError),
+        (lambda: dt.hcs.sel(acquisition=99), xarray_hcs.HcsSelectionError),
+        (lambda: dt.hcs.sel(levels=[]), xarray_hcs.HcsValueError),
+    ]
+    for call, kind in cases:
+        with pytest.raises(kind):
+            call()
+    # a label selection lists what it keeps
+    only = xr.open_datatree(p, engine="ome-hcs", labels=["nuclei"])
+    assert only[f"{fp}/labels"].attrs["ome"]["labels"] == ["nuclei"]
+
+
+def test_a_csv_table_naming_a_column_twice_is_refused(tmp_path, plate_v05):
+    import pandas as pd
+
+    dt = xr.open_datatree(plate_v05, engine="ome-hcs")
+    fp = dt.hcs.field_paths[0]
+    dt = dt.hcs.add_table(fp, "t", pd.DataFrame({"area": [1.0]}, index=pd.Index(
+        [1], name="label")), kind="feature_table", backend="csv")
+    out = tmp_path / "w.zarr"
+    dt.hcs.to_zarr(out)
+    (out / fp / "tables/t/table.csv").write_text("label,area,area\n1,1.0,5.0\n")
+    with pytest.raises(xarray_hcs.HcsTableError, match="names column 'area' twice"):
+        xr.open_datatree(out, engine="ome-hcs").hcs.table(fp, "t")
+
+
+def test_a_plate_replaced_by_a_link_in_the_same_process_reads_the_new_one(tmp_path):
+    import shutil
+
+    p = _plate(tmp_path, "0.5")
+    first = float(xr.open_datatree(p, engine="ome-hcs")["A/01/0/0"]["image"].sum())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    other = write_sample_plate(elsewhere / "q.zarr", TINY)
+    import zarr
+
+    zarr.open_array(other / "A/01/0/0", mode="r+")[...] = 3
+    shutil.rmtree(p)
+    p.symlink_to(other)  # the plate itself a link now: fine
+    got = xr.open_datatree(p, engine="ome-hcs")["A/01/0/0"]["image"]
+    assert float(got.sum()) == 3 * got.size != first
+
+
+def test_a_grid_aligns_with_a_slice_of_itself(plate_v05):
+    img = xr.open_datatree(plate_v05, engine="ome-hcs").hcs.image("A/01/0")
+    part = img.sel(x=slice(float(img.x[3]), float(img.x[8])))
+    diff = img - part  # inner join on x
+    np.testing.assert_array_equal(diff.x.values, img.x.values[3:9])
+    assert int(abs(diff).max()) == 0
+    outer = (img + part.astype("f8") * 0).sizes["x"]
+    assert outer == part.sizes["x"]

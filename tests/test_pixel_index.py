@@ -124,3 +124,46 @@ def test_sel_where_isel_on_every_node_kind(plate, chunks):
         y = arr.y.values
         np.testing.assert_array_equal(arr.sel(y=slice(y[1], None)).y.values, y[1:])
     assert level.sel(c="DAPI").dims == ("z", "y", "x")
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=st.decimals(-1000, 1000, places=3), step=st.decimals("0.001", "100", places=4),
+       n=st.integers(2, 300))
+def test_a_users_grid_is_written_so_that_it_reads_back_to_the_last_bit(start, step, n):
+    from xarray_hcs._pixel_index import grid_of
+
+    values = float(start) + np.arange(n) * float(step)  # as a user makes coordinates
+    got = grid_of(values)
+    assert got is not None
+    s0, d = got
+    np.testing.assert_array_equal(s0 + np.arange(n, dtype=np.float64) * d, values)
+
+
+def test_an_image_added_with_numpy_coordinates_reads_back_exactly(tmp_path):
+    import xarray_hcs
+
+    img = xr.DataArray(np.arange(2 * 16 * 16, dtype="u2").reshape(2, 1, 16, 16),
+                       dims=("c", "z", "y", "x"),
+                       coords={"c": ["DAPI", "GFP"], "y": 5.0 + np.arange(16) * 0.65,
+                               "x": 10.1 + np.arange(16) * 0.65})
+    lab = xr.DataArray(np.ones((1, 16, 16), "u4"), dims=("z", "y", "x"))  # no coordinates
+    fp = xarray_hcs.add_image(tmp_path / "p.zarr", "B", 3, img, labels={"nuclei": lab},
+                              levels=2)
+    dt = xr.open_datatree(tmp_path / "p.zarr", engine="ome-hcs")
+    back = dt.hcs.image(fp)
+    np.testing.assert_array_equal(back.x.values, img.x.values)
+    np.testing.assert_array_equal(back.y.values, img.y.values)
+    xr.align(back, img, join="exact")  # no AlignmentError
+    label = dt.hcs.image(fp, label="nuclei")
+    np.testing.assert_array_equal(label.x.values, img.x.values)  # the image's grid
+    with pytest.raises(xarray_hcs.HcsMetadataError, match="must lie on its image's pixels"):
+        xarray_hcs.add_image(tmp_path / "p.zarr", "B", 3, img, labels={"n": lab[:, :5, :3]})
+    assert dt.hcs.field_paths == xr.open_datatree(tmp_path / "p.zarr",
+                                                  engine="ome-hcs").hcs.field_paths
+
+
+def test_negative_positions_and_empty_backward_slices(tmp_path):
+    ours, plain = _pair(10.1, 0.65, 24)
+    np.testing.assert_array_equal(ours.isel(x=[-1, -2]).x.values, plain.x.values[[-1, -2]])
+    np.testing.assert_array_equal(ours.isel(x=[0, -24]).x.values, plain.x.values[[0, -24]])
+    assert ours.isel(x=slice(2, 5, -1)).sizes["x"] == 0

@@ -11,7 +11,7 @@ import xarray as xr
 import zarr
 
 from conftest import PEERS_DIR
-from xarray_hcs.errors import HcsError, HcsExistsError, HcsMetadataError
+from xarray_hcs.errors import HcsError, HcsExistsError, HcsMetadataError, HcsNotAPlateError
 
 MANIFEST = json.loads((PEERS_DIR / "manifest.json").read_text())["plates"]
 
@@ -130,7 +130,10 @@ def test_compute_false_returns_delayed_and_writes_plate_last(plate, tmp_path):
     out = tmp_path / "lazy.zarr"
     delayed = dt.hcs.to_zarr(out, compute=False)
     root_doc = out / ("zarr.json" if dt.hcs.version == "0.5" else ".zattrs")
-    assert not root_doc.exists()  # nothing claims to be a plate before the pixels are in
+    # nothing claims to be a plate before the pixels are in (the root is a bare group)
+    assert "plate" not in root_doc.read_text() if root_doc.exists() else True
+    with pytest.raises(HcsNotAPlateError):
+        xr.open_datatree(out, engine="ome-hcs")
     # the arrays' metadata is written now, as xarray's to_zarr(compute=False) does
     level0 = out / dt.hcs.field_paths[0] / "0"
     assert (level0 / ("zarr.json" if dt.hcs.version == "0.5" else ".zarray")).exists()

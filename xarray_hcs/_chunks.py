@@ -43,14 +43,13 @@ MAX_VLEN_BYTES = 2**28
 
 
 #: directories known to lie inside a store's root (after resolving links), per root
-_INSIDE: dict[tuple[str, str, int, int], bool] = {}
-_REAL_ROOTS: dict[str, str] = {}
+_INSIDE: dict[tuple[Any, ...], bool] = {}
 
 
 def _inside(real: str, root: str) -> bool:
-    real_root = _REAL_ROOTS.get(root)
-    if real_root is None:
-        real_root = _REAL_ROOTS[root] = os.path.realpath(root)
+    # resolved each time (only when a directory is first seen): the root itself may have
+    # become a link to elsewhere since (a plate replaced in place)
+    real_root = os.path.realpath(root)
     return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
@@ -68,7 +67,7 @@ def _open_inside(path: str, root: str | None, where: str) -> int:
     # keyed by the directory's identity too: a path checked once may later be another
     # directory (a plate deleted and unpacked anew, with a link where a folder was)
     st = os.stat(parent)
-    key = (root, parent, st.st_dev, st.st_ino)
+    key = (root, parent, *_stamp_of(st))  # an inode number alone is soon reused
     ok = _INSIDE.get(key)
     if ok is None:
         if len(_INSIDE) > 100_000:

@@ -26,7 +26,7 @@ from xarray.core.indexing import IndexSelResult
 from xarray.indexes import RangeIndex
 from xarray.indexes.range_index import RangeCoordinateTransform
 
-__all__ = ["PixelIndex", "GridTransform"]
+__all__ = ["PixelIndex", "GridTransform", "grid_of"]
 
 #: how far, in units of the step, a label may lie from a pixel's coordinate and still be it
 _EXACT = 1e-9
@@ -72,14 +72,39 @@ class PixelIndex(RangeIndex):
     def isel(self, indexers: Mapping[Any, Any]) -> Any:
         idxer = indexers[self.dim]
         values = idxer.values if isinstance(idxer, xr.Variable) else idxer
-        if not isinstance(idxer, slice) and np.asarray(values).dtype == bool:
-            # xarray's RangeIndex reads a boolean mask (where(..., drop=True)) as the
-            # positions 0 and 1: take the positions it marks
-            at = np.flatnonzero(np.asarray(values))
-            indexers = {**indexers, self.dim: xr.Variable(idxer.dims, at) if isinstance(
-                idxer, xr.Variable) else at}
+        if not isinstance(idxer, slice):
+            at = np.asarray(values)
+            if at.dtype == bool:
+                # xarray's RangeIndex reads a boolean mask (where(..., drop=True)) as the
+                # positions 0 and 1: take the positions it marks
+                at = np.flatnonzero(at)
+            elif at.dtype.kind in "iu" and at.ndim and np.any(at < 0):
+                # and a negative position as one before the start (x[-1] would be
+                # start - step): count it from the end, as numpy does
+                at = np.where(at < 0, at + self.size, at)
+            else:
+                at = None
+            if at is not None:
+                indexers = {**indexers, self.dim: xr.Variable(idxer.dims, at) if isinstance(
+                    idxer, xr.Variable) else at}
+        elif idxer.step is not None and idxer.step < 0 and not len(range(self.size)[idxer]):
+            # an empty slice that runs backwards: xarray's transform cannot be empty so
+            return PixelIndex(GridTransform(float(self.start), float(self.step), 0,
+                                            str(self.transform.coord_name)))
         out = super().isel(indexers)
         return PixelIndex.of(out) if type(out) is RangeIndex else out
+
+    def join(self, other: Any, how: str = "inner") -> Any:
+        """Alignment with another grid (``img - img.sel(x=slice(3, 8))``): the joined
+        coordinate values, as pandas joins them (xarray's RangeIndex cannot)."""
+        if isinstance(other, RangeIndex) and self.equals(other):
+            return self
+        theirs = PandasIndex_of(other) if isinstance(other, RangeIndex) else other
+        return PandasIndex_of(self).join(theirs, how=how)
+
+    def reindex_like(self, other: Any, method: Any = None, tolerance: Any = None) -> Any:
+        theirs = PandasIndex_of(other) if isinstance(other, RangeIndex) else other
+        return PandasIndex_of(self).reindex_like(theirs, method, tolerance)
 
     def _positions(self, values: np.ndarray) -> np.ndarray:
         """Fractional pixel positions of coordinate values."""
@@ -145,3 +170,37 @@ class PixelIndex(RangeIndex):
             hi = int(np.floor(float(self._positions(np.asarray(stop))) + _EXACT)) + 1
         lo, hi = min(max(lo, 0), self.size), max(min(hi, self.size), 0)
         return slice(lo, max(lo, hi))
+
+
+def PandasIndex_of(index: RangeIndex) -> Any:  # noqa: N802 - reads as the type it makes
+    """A pandas index over a RangeIndex's values."""
+    from xarray.indexes import PandasIndex
+
+    return PandasIndex(index.to_pandas_index(), index.dim, coord_dtype=np.float64)
+
+
+def grid_of(values: np.ndarray) -> tuple[float, float] | None:
+    """``(start, step)`` of evenly spaced values, chosen to reproduce them: the values a user
+    made as ``10.1 + np.arange(n) * 0.65`` come back from ``start + i * step`` to the last
+    bit. The mean of the differences, the usual estimate, is 0.6500000000000001 there, and
+    the coordinates read back would differ from the written ones in the last place. None if
+    the values are not evenly spaced (within 1e-6 of a step) or fewer than two."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or len(v) < 2:
+        return None
+    d = np.diff(v)
+    mean = float(d.mean())
+    if not np.allclose(d, mean, rtol=1e-6, atol=0):
+        return None
+    raw = [mean, float((v[-1] - v[0]) / (len(v) - 1)), float(d[0]), float(np.median(d))]
+    candidates = list(dict.fromkeys(
+        [*raw, *(float(f"{c:.{k}g}") for c in raw for k in (15, 12, 9))]))
+    positions = np.arange(len(v), dtype=np.float64)
+    best, hits = mean, -1
+    for c in candidates:
+        if c == 0 or not np.isfinite(c):
+            continue
+        n = int(np.count_nonzero(v[0] + positions * c == v))
+        if n > hits:
+            best, hits = c, n
+    return float(v[0]), best

@@ -124,7 +124,13 @@ class OmeHcsBackendEntrypoint(BackendEntrypoint):
                         tables)
         tree = plate_tree(filename_or_obj, opts, storage_options, consolidated)
         if group not in (None, "", "/"):
-            tree = tree[group.strip("/")]  # type: ignore[assignment,union-attr]
+            from .metadata import node_at
+
+            node = node_at(tree, str(group).strip("/"))
+            if node is None:
+                raise HcsSelectionError(f"the plate holds no node {group!r} (a group is "
+                                        "'row/column/field' or deeper)", str(filename_or_obj))
+            tree = node
             tree.orphan()
         return mark_indexed(tree)
 

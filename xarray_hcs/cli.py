@@ -23,22 +23,45 @@ def _demo(args: argparse.Namespace) -> int:
     path = Path(args.dir)
     if path.suffix != ".zarr":
         path = path / "plate.zarr"
+    for parent in [path.parent, *path.parent.parents]:
+        if parent.exists() and not parent.is_dir():
+            print(f"xarray-hcs: error: {parent} is a file, not a folder: give a folder for "
+                  "the demo's plate and pictures", file=sys.stderr)
+            return 2
+        if parent.exists():
+            break
     if path.exists() or path.is_symlink():
         if not args.overwrite:
             print(f"xarray-hcs: error: {path} exists; pass --overwrite to replace it (or "
                   "choose another folder)", file=sys.stderr)
             return 2
-        if not _is_zarr_group(path):  # --overwrite replaces a plate, nothing else
-            print(f"xarray-hcs: error: {path} is not a zarr group: --overwrite replaces only "
-                  "a plate (delete it yourself if it is no longer needed)", file=sys.stderr)
+        if not _is_plate(path):  # --overwrite replaces a plate, nothing else
+            print(f"xarray-hcs: error: {path} is not an OME-Zarr plate: --overwrite replaces "
+                  "only a plate (delete it yourself if it is no longer needed)",
+                  file=sys.stderr)
             return 2
         shutil.rmtree(path)
     return _run_demo(path, keep=True)
 
 
-def _is_zarr_group(path: Path) -> bool:
-    return path.is_dir() and not path.is_symlink() and any(
-        (path / name).is_file() for name in ("zarr.json", ".zgroup"))
+def _is_plate(path: Path) -> bool:
+    """Whether ``path`` is a folder holding an OME-Zarr plate (its root says so)."""
+    import json
+
+    if not path.is_dir() or path.is_symlink():
+        return False
+    for name in ("zarr.json", ".zattrs"):
+        doc = path / name
+        if doc.is_file() and doc.stat().st_size < 64 << 20:
+            try:
+                attrs = json.loads(doc.read_bytes())
+            except ValueError:
+                return False
+            if name == "zarr.json":
+                attrs = attrs.get("attributes", {}) if isinstance(attrs, dict) else {}
+            ome = attrs.get("ome", attrs) if isinstance(attrs, dict) else {}
+            return isinstance(ome, dict) and "plate" in ome
+    return False
 
 
 def _run_demo(path: Path, keep: bool) -> int:
@@ -164,6 +187,16 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dpi(text: str) -> int:
+    try:
+        dpi = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 10 <= dpi <= 1200:
+        raise argparse.ArgumentTypeError(f"{dpi} is not between 10 and 1200")
+    return dpi
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``xarray-hcs`` command."""
     from .errors import HcsError
@@ -196,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "them by label (union)")
     p.add_argument("--pad", action="store_true",
                    help="pad fields of different sizes instead of refusing them")
-    p.add_argument("--dpi", type=int, default=110)
+    p.add_argument("--dpi", type=_dpi, default=110, help="dots per inch, 10 to 1200")
     p.set_defaults(func=_montage)
     p = sub.add_parser("heatmap", help="a plate heatmap of one column of a per-image table")
     p.add_argument("path", help="path or URL of the plate")
@@ -206,13 +239,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--agg", default="mean", choices=["mean", "median", "sum", "count",
                                                       "min", "max"],
                    help="how the rows of a well are combined (default mean)")
-    p.add_argument("--dpi", type=int, default=110)
+    p.add_argument("--dpi", type=_dpi, default=110, help="dots per inch, 10 to 1200")
     p.set_defaults(func=_heatmap)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except HcsError as e:
         print(f"xarray-hcs: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system's refusals: no traceback, the reason and the file
+        print(f"xarray-hcs: error: {e.strerror or e}"
+              f"{f': {e.filename}' if e.filename else ''}", file=sys.stderr)
         return 2
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -96,6 +96,10 @@ def _select(tree: xr.DataTree, rows: Sequence[str] | None, columns: Sequence[Any
         [fields] if isinstance(fields, str | int) else list(fields))
     level_sel = None if levels is None else (
         [levels] if isinstance(levels, str | int) else list(levels))
+    for name, chosen_sel in (("fields", field_sel), ("levels", level_sel)):
+        if chosen_sel is not None and not chosen_sel:
+            raise HcsValueError(f"{name}=[] selects nothing: leave it out to keep every one, "
+                                "or name at least one")
     if field_sel is not None:
         from .tree import check_fields_exist
 
@@ -121,6 +125,8 @@ def _select(tree: xr.DataTree, rows: Sequence[str] | None, columns: Sequence[Any
         kept_wells.append((w, len(images)))
         for im in images:
             _copy_field(wnode.children[im.path], f"{w.path}/{im.path}", level_sel, nodes)
+    if acq is not None and not kept_wells and present:
+        raise HcsSelectionError(f"no selected field belongs to acquisition {acq!r}", "/")
     kept = {w.path for w, _ in kept_wells}
     root = spec_of(tree)
     pl = dict(tree.attrs["ome"]["plate"])
@@ -238,6 +244,13 @@ def _row_key(name: str) -> tuple[int, str]:
     return (len(name), name)
 
 
+def check_labels_arg(labels: Any, where: str | None = None) -> None:
+    """Refuse a ``labels`` argument that does not map names to label images."""
+    if labels is not None and not isinstance(labels, Mapping):
+        raise HcsTypeError(f"labels must map label names to label images ({{'nuclei': "
+                           f"lab}}), got {type(labels).__name__}", where)
+
+
 def check_levels(levels: Any) -> None:
     """Refuse a ``levels`` argument that is not None or an integer >= 1."""
     if levels is not None and (not isinstance(levels, (int, np.integer))
@@ -279,10 +292,12 @@ def _spacing(image: xr.DataArray, dim: str) -> tuple[float, float, str | None]:
         return float(tr.step), float(tr.start), unit
     if len(v) < 2:
         return 1.0, float(v[0]) if len(v) else 0.0, unit
-    d = np.diff(v)
-    if d.mean() <= 0 or not np.allclose(d, d.mean(), rtol=1e-6):
+    from ._pixel_index import grid_of
+
+    grid = grid_of(v)
+    if grid is None or not grid[1] > 0:
         raise HcsMetadataError(f"coordinate {dim!r} is not evenly spaced and increasing")
-    return float(d.mean()), float(v[0]), unit
+    return grid[1], grid[0], unit
 
 
 def image_levels(image: Any, levels: int | None, *, label: bool = False,
@@ -428,10 +443,12 @@ def field_nodes(path: str, image: Any, levels: int | None, acquisition: int | No
     nodes[path] = fspec
     for i, lv in enumerate(pyramid):
         nodes[f"{path}/{i}"] = _level_spec(lv, "image", shared)
+    check_labels_arg(labels, path)
     if labels:
         names = []
         for lname, lab in labels.items():
             check_name(lname, "label name", path)
+            lab = _on_image_grid(lab, img, lname, path)
             lpyr, lms = image_levels(lab, len(pyramid), label=True, name=lname)
             if np.dtype(lpyr[0].dtype).kind not in "iu":
                 raise HcsMetadataError(f"label image {lname!r} must have an integer dtype, "
@@ -446,6 +463,24 @@ def field_nodes(path: str, image: Any, levels: int | None, acquisition: int | No
         nodes[f"{path}/labels"] = NodeSpec(attrs={"ome": {"version": version,
                                                           "labels": names}})
     return nodes
+
+
+def _on_image_grid(lab: Any, img: xr.DataArray, name: str, path: str) -> xr.DataArray:
+    """A label image on its image's pixel grid: the same z, y, x sizes (else refused: it
+    would not overlay the image), and the image's coordinates where it has none of its own
+    (a bare array of labels, as segmentation returns it)."""
+    lab = as_image(lab)
+    for d in ("z", "y", "x"):
+        if d not in lab.dims:
+            continue
+        if d not in img.dims or lab.sizes[d] != img.sizes[d]:
+            raise HcsMetadataError(
+                f"label image {name!r} has {d} of size {lab.sizes[d]} but its image "
+                f"{'has no ' + d if d not in img.dims else 'has ' + str(img.sizes[d])}: a "
+                "label image must lie on its image's pixels", path)
+        if d not in lab.coords and d in img.coords:
+            lab = lab.assign_coords({d: img.coords[d].variable})
+    return lab
 
 
 def plate_with_image(plate_ome: dict[str, Any], well_ome: dict[str, Any] | None, row: str,

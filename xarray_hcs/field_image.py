@@ -15,7 +15,7 @@ from typing import Any
 
 import xarray as xr
 
-from .errors import HcsSelectionError
+from .errors import HcsSelectionError, HcsTypeError
 from .metadata import node_at
 
 __all__ = ["field_image"]
@@ -72,6 +72,9 @@ def field_image(tree: xr.DataTree, field: Any, level: int | str = 0,
     fp = _field_path(tree, field)
     node = node_at(tree, fp)
     assert node is not None
+    if label is not None and not isinstance(label, str):
+        raise HcsTypeError(f"label must be the name of one label image, got {label!r}",
+                           f"/{fp}")
     if label is not None:
         labels = node.children.get("labels")
         if labels is None or label not in labels.children:

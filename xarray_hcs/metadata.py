@@ -112,12 +112,13 @@ def coord_transform(level: xr.DataTree, dim: str, n: int, fallback: tuple[float,
         return fallback
     if n == 1:
         return fallback[0], float(values[0])
-    steps = np.diff(values)
-    step = float(steps.mean())
-    if not step > 0 or not np.allclose(steps, step, rtol=1e-6, atol=0):
+    from ._pixel_index import grid_of
+
+    grid = grid_of(values)
+    if grid is None or not grid[1] > 0:
         raise HcsMetadataError(f"coordinate {dim!r} is not evenly spaced and increasing, so it "
                                "cannot be written as scale + translation", level.path)
-    return step, float(values[0])
+    return grid[1], grid[0]
 
 
 def node_at(tree: xr.DataTree, path: str) -> xr.DataTree | None:

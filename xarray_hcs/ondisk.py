@@ -32,6 +32,7 @@ from zarr.abc.store import Store
 from ._xarray_internals import NodeSpec, assemble_tree
 from .edit import (
     as_image,
+    check_labels_arg,
     check_levels,
     column_name,
     field_nodes,
@@ -43,6 +44,7 @@ from .errors import (
     HcsMetadataError,
     HcsNotAPlateError,
     HcsNotFoundError,
+    HcsTypeError,
     HcsWriteError,
     store_write_errors,
 )
@@ -178,6 +180,9 @@ def add_image(store: Any, row: str, column: Any, image: Any, field: str | None =
     if field is not None:
         check_name(str(field), "field path", str(store))
     as_image(image)
+    check_labels_arg(labels, str(store))
+    if not isinstance(lock, bool):
+        raise HcsTypeError(f"lock must be True or False, got {lock!r}", str(store))
     check_levels(levels)
     check_chunks(chunks, [image, *(labels or {}).values()])
     target = open_writable(store, storage_options)

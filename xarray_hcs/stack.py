@@ -687,11 +687,20 @@ def _dask_assembly(plan: StackPlan, entries: Sequence[FieldEntry], sources: Sequ
 def _dask_chunks(chunks: Any, dims: tuple[str, ...], preferred: tuple[int, ...]) -> Any:
     """``chunks`` (``{}``, ``-1``, ``"auto"``, a dict by dimension name) for dask."""
     if isinstance(chunks, dict):
+        for d, edge in chunks.items():
+            if edge is not None and edge != "auto" and (
+                    not isinstance(edge, int | np.integer) or isinstance(edge, bool)
+                    or edge < -1 or edge == 0):
+                raise HcsValueError(f"chunks[{d!r}] must be an integer >= 1, -1 (the whole "
+                                    f"axis) or 'auto', got {edge!r}")
         unknown = set(chunks) - set(dims)
         if unknown:
             raise HcsSelectionError(f"chunks names dimensions {sorted(unknown)} the stack "
                                     f"does not have (it has {list(dims)})", None)
         return tuple(chunks.get(d, c) for d, c in zip(dims, preferred, strict=True))
+    if not (chunks == -1 or chunks == "auto") or isinstance(chunks, bool):
+        raise HcsValueError(f"chunks must be {{}} (a block per well), -1, 'auto' or a dict by "
+                            f"dimension, got {chunks!r}")
     return chunks
 
 

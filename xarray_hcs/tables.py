@@ -316,6 +316,7 @@ async def read_table(ps: PlateStore, path: str, meta: TableMeta,
         df = _read_parquet(raw, where, want)
     elif meta.backend == "csv":
         raw = await _required_bytes(ps, path, "table.csv")
+        _check_csv_header(raw, where)
         try:
             df = pd.read_csv(io.BytesIO(raw), usecols=None if want is None else
                              (lambda c: c in want))
@@ -374,6 +375,23 @@ def _read_parquet(raw: bytes, where: str, want: set[str] | None = None) -> pd.Da
             pa.ArrowException) as e:  # the file's pandas metadata is for pandas alone
         raise HcsTableError(f"table.parquet has pandas metadata that cannot be used "
                             f"({type(e).__name__}: {str(e)[:200]})", where) from None
+
+
+def _check_csv_header(raw: bytes, where: str) -> None:
+    """pandas renames a repeated csv column ("area", "area.1") without a word: refused, as
+    parquet and AnnData tables with one are."""
+    import csv
+
+    first = raw.split(b"\n", 1)[0].decode("utf-8", "replace")
+    try:
+        names = next(csv.reader([first]), [])
+    except csv.Error:
+        return  # pandas says what is wrong with it
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise HcsTableError(f"table.csv names column {name!r} twice", where)
+        seen.add(name)
 
 
 #: at most this many cells (rows x columns) in one table: a small compressed file (a parquet

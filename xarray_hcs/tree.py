@@ -41,6 +41,8 @@ from .errors import (
     HcsNotAPlateError,
     HcsNotFoundError,
     HcsSelectionError,
+    HcsTypeError,
+    HcsValueError,
 )
 from .ngff import Multiscale, Omero, Plate, ScaleLevel, Well, validate
 from .ngff.omero import MADE_UP
@@ -77,13 +79,31 @@ class OpenOptions:
 
     def __post_init__(self) -> None:
         if self.on_missing not in ("raise", "warn"):
-            raise ValueError(f"on_missing must be 'raise' or 'warn', got {self.on_missing!r}")
+            raise HcsValueError(f"on_missing must be 'raise' or 'warn', got "
+                                f"{self.on_missing!r}")
+        for name in ("validate", "tables"):
+            if not isinstance(getattr(self, name), bool):
+                raise HcsTypeError(f"{name} must be True or False, got "
+                                   f"{getattr(self, name)!r}")
         for name in ("wells", "fields", "levels"):
             v = getattr(self, name)
-            if isinstance(v, str | int):
+            if isinstance(v, str | int) and not isinstance(v, bool):
                 object.__setattr__(self, name, [v])
+            elif v is not None and (isinstance(v, bool) or not isinstance(v, Sequence | tuple)
+                                    or isinstance(v, bytes)):
+                raise HcsTypeError(f"{name} must be a list (or one name), got {v!r}")
+            elif v is not None and len(v) == 0:
+                raise HcsValueError(f"{name}=[] selects nothing: leave it out to keep every "
+                                    f"one, or name at least one")
         if isinstance(self.labels, str):
             object.__setattr__(self, "labels", [self.labels])
+        labels = self.labels
+        if not isinstance(labels, bool) and not (
+                isinstance(labels, Sequence) and all(isinstance(x, str) for x in labels)):
+            raise HcsTypeError(f"labels must be True, False or a list of label names, got "
+                               f"{labels!r}")
+        if not isinstance(labels, bool) and len(labels) == 0:
+            raise HcsValueError("labels=[] selects no label image: pass labels=False")
 
 
 # ----------------------------------------------------------------------------- records
@@ -345,11 +365,21 @@ class _Walker:
             self._all(*(self.well(w.path, plate, acq) for w in wells)),
             self._tables("") if self.opts.tables else _none())
         kept = [w for w in well_recs if w is not None]
+        if not isinstance(self.opts.labels, bool):
+            found = {lr.path.rsplit("/", 1)[1] for w in kept for f in w.fields
+                     for lr in f.labels}
+            missing = sorted(set(self.opts.labels) - found)
+            if missing:
+                raise HcsSelectionError(f"no selected field has label image(s) {missing}",
+                                        ps.source)
         if self.opts.fields is not None:
             check_fields_exist(self.opts.fields, [w.ome["well"] for w in kept], ps.source)
         if self.opts.fields is not None or acq is not None:
             # as sel does: a well with none of the selected fields is not part of the view
             kept = [w for w in kept if w.fields]
+            if acq is not None and not kept and well_recs:
+                raise HcsSelectionError(f"no selected field belongs to acquisition {acq!r}",
+                                        ps.source)
         kept_paths = {w.path for w in kept}
         sel_plate = replace(
             plate,
@@ -749,6 +779,9 @@ class _Builder:
             # labels in the image's attributes and left the labels group's empty
             names = [r.path.rsplit("/", 1)[1] for r in rec.labels]
             lome, lother = lg if lg is not None else ({}, {})
+            if not isinstance(self.opts.labels, bool):  # a selection: the group lists it
+                lome = {**lome, "labels": [n for n in lome.get("labels") or names
+                                           if n in names]}
             if not lome.get("labels"):
                 lome = {**lome, "version": lome.get("version") or rec.ome.get("version"),
                         "labels": names}

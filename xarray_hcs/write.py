@@ -61,7 +61,11 @@ def open_writable(store: Any, storage_options: dict[str, Any] | None = None) -> 
                                         read_only=False)
         from zarr.storage import LocalStore
 
-        path = Path(s.removeprefix("file://")).expanduser()
+        if not s.strip():
+            raise HcsPathError("is an empty path: name the plate's folder", repr(s))
+        # absolute: "." or "" would otherwise write into (or clear) whatever the working
+        # directory is when the write runs
+        path = Path(s.removeprefix("file://")).expanduser().absolute()
         _check_local_target(path, s)
         if path.exists() and not path.is_dir():
             raise HcsExistsError("exists and is not a directory", s)
@@ -145,17 +149,45 @@ async def _exists(store: Store) -> bool:
     return False
 
 
+async def _is_zarr(store: Store) -> bool:
+    return await group_format(store) is not None or await store.exists(".zarray")
+
+
+def _check_replaceable(target: Store, where: str) -> None:
+    """``mode="w"`` replaces a zarr store, nothing else: a folder of other files (a user's
+    project folder, the working directory) is never cleared."""
+    from zarr.storage import LocalStore
+
+    if not run_sync(_is_zarr(target)):
+        raise HcsExistsError("holds files that are not a zarr store: mode='w' replaces only a "
+                             "zarr store, so nothing was deleted; write to a new or empty "
+                             "folder", where)
+    if isinstance(target, LocalStore):
+        root = Path(str(target.root)).resolve()
+        cwd = Path.cwd().resolve()
+        if cwd == root or root in cwd.parents:
+            raise HcsExistsError("is (or holds) the working directory: replacing it would "
+                                 "delete the folder you work in; write elsewhere", where)
+
+
 #: root documents: whatever claims that the store is a zarr group, a plate
 _ROOT_DOCUMENTS = ("zarr.json", ".zattrs", ".zgroup", ".zmetadata", ".zarray")
 
 
-async def _clear(store: Store) -> None:
-    """Delete everything, the root documents first: a clear interrupted half-way leaves a
-    store that claims to be nothing, never a plate listing wells that are gone."""
+async def _clear(store: Store, zarr_format: int) -> None:
+    """Delete everything but a bare root group, which is made first: a clear interrupted
+    half-way leaves an empty zarr group (which another ``mode="w"`` may replace), never a
+    plate listing wells that are gone, nor a folder that is no zarr store."""
+    bare = group_documents("", {}, zarr_format)
+    await _set_all(store, bare)  # replaces the plate's root document atomically
     for name in _ROOT_DOCUMENTS:
-        if await store.exists(name):
+        if name not in bare and await store.exists(name):
             await store.delete(name)
-    await store.delete_dir("")
+    for entry in [e.rstrip("/") async for e in store.list_dir("")]:
+        if entry and entry not in bare:
+            await store.delete_dir(entry)
+            if await store.exists(entry):
+                await store.delete(entry)
 
 
 def _default_chunks(var: xr.Variable) -> tuple[int, ...]:
@@ -244,8 +276,8 @@ def write_plate(tree: xr.DataTree, store: Any, ngff_version: str | None = None,
     (the plan of :func:`xarray_hcs.create_plate`).
     """
     if mode not in ("w-", "w"):
-        raise ValueError(f"mode must be 'w-' (fail if it exists) or 'w' (overwrite), got "
-                         f"{mode!r}")
+        raise HcsValueError(f"mode must be 'w-' (fail if it exists) or 'w' (overwrite), got "
+                            f"{mode!r}")
     from .tree import gc_paused
 
     version = _version_of(tree, ngff_version)
@@ -257,15 +289,22 @@ def write_plate(tree: xr.DataTree, store: Any, ngff_version: str | None = None,
     target = open_writable(store, storage_options)
     if run_sync(_exists(target)):
         if mode == "w-":
-            raise HcsExistsError("already holds data (pass mode='w' to replace it)",
-                                 str(store))
+            raise HcsExistsError(
+                "already holds data (pass mode='w' to replace it)" if run_sync(
+                    _is_zarr(target)) else "already holds data, files that are not a zarr "
+                "store: write to a new or empty folder", str(store))
+        _check_replaceable(target, str(store))
         reading = _read_from(target, spec, tree.encoding.get("source"))
         if reading is not None:
             raise HcsExistsError(
                 f"the tree reads its pixels or tables from {reading}: overwriting it would "
                 "delete them before they are copied; write to another path (and rename)",
                 str(store))
-        run_sync(_clear(target))
+        run_sync(_clear(target, zarr_format))
+    else:
+        # the root is a zarr group (no plate yet) from the first write on: a write killed
+        # half-way leaves a zarr store, which mode="w" may replace, never a bare folder
+        run_sync(_set_all(target, group_documents("", {}, zarr_format)))
     with gc_paused():
         stored = write_arrays(target, list(spec.images()), zarr_format, chunks, pixels,
                               defer_documents=compute)

@@ -351,7 +351,8 @@ def test_image_names_what_it_cannot_find(plate_v05):
     with pytest.raises(xarray_hcs.HcsSelectionError, match="cannot read"):
         dt.hcs.image("B")
     img = dt.hcs.image(fp, level=-1)
-    assert img.equals(dt[f"{fp}/{dt[fp].attrs['ome']['multiscales'][0]['datasets'][-1]['path']}"]["image"])
+    last = dt[fp].attrs["ome"]["multiscales"][0]["datasets"][-1]["path"]
+    assert img.equals(dt[f"{fp}/{last}"]["image"])
 
 
 def test_a_misspelt_option_is_a_type_error_naming_the_valid_ones(plate_v05):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,13 +23,18 @@ except ImportError:
     pass
 
 from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from xarray_hcs.sample import SamplePlate, write_sample_plate
 
-# no example database in the working tree: a test run leaves nothing behind (the examples
-# are derandomized, or seeded by XARRAY_HCS_RANDOM, so a failure reproduces without it)
+# no example database in the working tree, and hypothesis' caches in a temporary folder
+# deleted at exit: a test run leaves nothing behind (the examples are derandomized, or
+# seeded by XARRAY_HCS_RANDOM, so a failure reproduces without a database)
 settings.register_profile("xarray_hcs", database=None)
 settings.load_profile("xarray_hcs")
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="xarray-hcs-hypothesis-")
+set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, True)
 
 #: the official OME-NGFF schemas, examples and test suites, vendored (see SOURCES.md there)
 SPEC_DIR = Path(__file__).parent / "data" / "ngff-spec"

@@ -20,10 +20,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, worker_dashboard_address=None
-                                  ) as cluster, distributed.Client(cluster) as c:
+def client(tmp_path_factory):
+    import dask
+
+    # the workers' scratch space among the test's own temporary files, not in TMPDIR
+    with dask.config.set({"temporary-directory": str(tmp_path_factory.mktemp("dask"))}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                     dashboard_address=None, worker_dashboard_address=None
+                                     ) as cluster, distributed.Client(cluster) as c:
         yield c
 
 

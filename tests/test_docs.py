@@ -66,7 +66,7 @@ def test_page_runs_as_a_script(path, demo_plate, tmp_path):
     shutil.copytree(demo_plate, tmp_path / "plate.zarr")
     script = tmp_path / f"page_{path.stem}.py"  # not a module name the page imports
     script.write_text(_script(path))
-    env = {**os.environ, "MPLBACKEND": "Agg"}
+    env = {**os.environ, "MPLBACKEND": "Agg", "DASK_TEMPORARY_DIRECTORY": str(tmp_path)}
     r = subprocess.run([sys.executable, script.name], cwd=tmp_path, capture_output=True,
                        text=True, timeout=600, env=env)
     assert r.returncode == 0, f"{path.name} failed as a script:\n{r.stderr[-3000:]}"

@@ -40,11 +40,11 @@ from .edit import (
     plate_with_image,
 )
 from .errors import (
-    HcsError,
     HcsMetadataError,
     HcsNotAPlateError,
     HcsNotFoundError,
     HcsTypeError,
+    HcsValueError,
     HcsWriteError,
     store_write_errors,
 )
@@ -80,7 +80,7 @@ def _locked(target: Store, lock: bool, timeout: float) -> Any:
         return
     root = _local_dir(target)
     if root is None:
-        raise HcsError(
+        raise HcsValueError(
             f"cannot take a cross-process lock on {target}: locks work on local file systems "
             "only. Pass lock=False if no other process writes to this plate, or use "
             "create_plate + write_field, which need no lock", str(target))
@@ -92,7 +92,7 @@ def _locked(target: Store, lock: bool, timeout: float) -> Any:
         os.makedirs(root, exist_ok=True)
         plate_lock.acquire()
     except Timeout:
-        raise HcsError(f"timed out after {timeout} s waiting for the plate's lock",
+        raise HcsWriteError(f"timed out after {timeout} s waiting for the plate's lock",
                        root) from None
     except OSError as e:  # the lock's path is a directory, a symlink, or not writable
         raise HcsWriteError(f"cannot take the plate's lock: {e.strerror or e}", path) from e
@@ -163,7 +163,7 @@ def add_image(store: Any, row: str, column: Any, image: Any, field: str | None =
     lock
         Take the plate's cross-process lock (default). False only if nobody else writes.
     timeout
-        Seconds to wait for the lock before raising :class:`HcsError`.
+        Seconds to wait for the lock before raising :class:`HcsWriteError`.
     chunks
         Chunk edge per dimension name for the new arrays.
 

@@ -21,6 +21,7 @@ from ._xarray_internals import NodeSpec, assemble_tree, spec_of
 from .edit import plate_of
 from .errors import (
     HcsError,
+    HcsExistsError,
     HcsMetadataError,
     HcsMissingWarning,
     HcsNotFoundError,
@@ -374,7 +375,8 @@ def add_table(tree: xr.DataTree, path: str, name: str, df: pd.DataFrame,
         raise HcsMetadataError(f"table kind must be a non-empty string, got {kind!r}", where)
     existing = table_nodes(node)
     if name in existing and not overwrite:
-        raise HcsError(f"table {name!r} exists (pass overwrite=True to replace it)", where)
+        raise HcsExistsError(f"table {name!r} exists (pass overwrite=True to replace it)",
+                             where)
     key = index_key or (df.index.name if isinstance(df, pd.DataFrame) else None) or (
         "label" if kind in ("feature_table", "masking_roi_table") else "index")
     if index_type is None:

@@ -14,7 +14,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .errors import HcsError, HcsSelectionError, HcsValueError
+from .errors import (
+    HcsError,
+    HcsMetadataError,
+    HcsSelectionError,
+    HcsTypeError,
+    HcsValueError,
+)
 
 __all__ = ["montage", "plot_montage", "plot_plate", "plate_grid"]
 
@@ -46,7 +52,7 @@ def montage(tree: xr.DataTree, level: int | str = -1, channel: Any = None, agg: 
     ydim = next((d for d in img.dims if str(d).lower() == "y"), None)
     xdim = next((d for d in img.dims if str(d).lower() == "x"), None)
     if ydim is None or xdim is None:
-        raise HcsError(f"fields have no y and x dimensions ({img.dims})", "/")
+        raise HcsMetadataError(f"fields have no y and x dimensions ({img.dims})", "/")
     if channel is not None:
         if cdim is None:
             raise HcsSelectionError("the fields have no channel axis", "/")
@@ -181,17 +187,18 @@ def plate_grid(tree: xr.DataTree, values: Any) -> xr.DataArray:
     pairs: list[tuple[Any, Any, Any]] = []
     if isinstance(values, xr.DataArray):
         if values.dims != ("well",):
-            raise HcsError(f"per-well values must have the one dim 'well', got {values.dims} "
+            raise HcsValueError(f"per-well values must have the one dim 'well', got {values.dims} "
                            "(reduce the others first, e.g. .mean('field'))")
         name = values.name
         pairs = [(*str(w).split("/"), v) for w, v in zip(values["well"].values,
                                                           values.values, strict=True)]
     elif isinstance(values, pd.DataFrame):
         if not {"row", "column"} <= set(values.columns):
-            raise HcsError("a DataFrame of per-well values needs 'row' and 'column' columns")
+            raise HcsValueError("a DataFrame of per-well values needs 'row' and 'column' columns")
         rest = [c for c in values.columns if c not in ("row", "column")]
         if len(rest) != 1:
-            raise HcsError(f"a DataFrame of per-well values needs one value column, got {rest}")
+            raise HcsValueError(f"a DataFrame of per-well values needs one value column, got "
+                                f"{rest}")
         name = rest[0]
         pairs = list(zip(values["row"], values["column"], values[name], strict=True))
     elif isinstance(values, pd.Series):
@@ -201,7 +208,7 @@ def plate_grid(tree: xr.DataTree, values: Any) -> xr.DataArray:
         else:
             pairs = [(*str(w).replace("/", " ").split(), v) for w, v in values.items()]
     else:
-        raise HcsError(f"per-well values must be a Series, DataFrame or DataArray, got "
+        raise HcsTypeError(f"per-well values must be a Series, DataFrame or DataArray, got "
                        f"{type(values).__name__}")
     for r, c, v in pairs:
         r = str(r)

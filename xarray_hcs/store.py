@@ -505,7 +505,7 @@ def open_store(obj: Any, storage_options: dict[str, Any] | None = None,
                 store = FsspecStore.from_url(s, storage_options=storage_options or {},
                                              read_only=True)
             except (ImportError, ValueError, TypeError) as e:
-                raise HcsError(f"cannot open URL ({e})", source) from None
+                raise HcsReadError(f"cannot open URL ({e})", source) from None
         else:
             if s.startswith("file://"):
                 s = s[len("file://"):]

@@ -23,12 +23,12 @@ from zarr.core.buffer import default_buffer_prototype
 
 from .arrays import dask_array
 from .errors import (
-    HcsError,
     HcsExistsError,
     HcsMetadataError,
     HcsPathError,
     HcsValueError,
     HcsVersionError,
+    HcsWriteError,
     store_write_errors,
 )
 from .metadata import ImageSpec, LevelSpec, PlateSpec, plate_spec
@@ -47,12 +47,12 @@ def open_writable(store: Any, storage_options: dict[str, Any] | None = None) -> 
     """A writable zarr store for a path, URL or Store; refuses zip files."""
     if isinstance(store, Store):
         if store.read_only:
-            raise HcsError("the store is read-only", str(store))
+            raise HcsWriteError("the store is read-only", str(store))
         return store
     if isinstance(store, str | os.PathLike):
         s = os.fspath(store)
         if s.lower().rstrip("/").endswith((".ozx", ".zip")):
-            raise HcsError("writing .ozx/.zip plates is not supported: write a directory and "
+            raise HcsValueError("writing .ozx/.zip plates is not supported: write a directory and "
                            "zip it (metadata documents first)", s)
         if "://" in s and not s.startswith("file://"):
             from zarr.storage import FsspecStore

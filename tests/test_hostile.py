@@ -1070,3 +1070,30 @@ def test_a_grid_aligns_with_a_slice_of_itself(plate_v05):
     assert int(abs(diff).max()) == 0
     outer = (img + part.astype("f8") * 0).sizes["x"]
     assert outer == part.sizes["x"]
+
+
+def test_a_field_whose_data_cannot_be_deleted_says_it_is_unlisted_and_where(tmp_path):
+    """remove_image unlists first, then deletes: if the file system refuses the deletion,
+    the error says so and names the folder left to delete (not a bare '0')."""
+    p = _plate(tmp_path, "0.5", columns=1, fields=2)
+    chunkdir = p / "A/01/1/0/c/0/0/0"
+    code = f'''
+import xarray_hcs
+try:
+    xarray_hcs.remove_image({str(p)!r}, "A", 1, "1")
+    print("REMOVED")
+except xarray_hcs.HcsError as e:
+    print(type(e).__name__, e)
+'''
+    chunkdir.chmod(0o555)
+    try:
+        cmd = [sys.executable, "-c", code]
+        if os.geteuid() == 0:
+            cmd = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *cmd]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    finally:
+        chunkdir.chmod(0o755)
+    out = r.stdout.strip().splitlines()[-1]
+    assert out.startswith("HcsWriteError") and "no longer listed" in out, out
+    assert str(p / "A/01/1") in out
+    assert xr.open_datatree(p, engine="ome-hcs").hcs.field_paths == ["A/01/0"]

@@ -132,8 +132,14 @@ def store_write_errors(func: _F) -> _F:
         except HcsError:
             raise
         except OSError as e:
-            where = e.filename if e.filename is not None else (str(args[0]) if args else None)
+            store = str(args[0]) if args else None
+            name = None if e.filename is None else str(e.filename)
+            # a file name relative to a folder being deleted says little on its own: the
+            # store, then the name
+            full = name is not None and name.startswith("/")
+            where = name if full else store
             what = e.strerror or str(e) or type(e).__name__
-            raise HcsWriteError(f"could not write the plate: {what}", where) from e
+            raise HcsWriteError(f"could not write the plate: {what}"
+                                + (f" ({name!r})" if name and not full else ""), where) from e
 
     return wrapper  # type: ignore[return-value]

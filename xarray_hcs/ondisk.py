@@ -384,8 +384,14 @@ def remove_image(store: Any, row: str, column: Any, field: str, delete: bool = T
                 "", encode_attrs({**plate_ome, "plate": new_plate}, plate_other, version),
                 zarr_format)))
         if delete:
-            _unpublish(target, join_path(wpath, field))
-            run_sync(target.delete_dir(join_path(wpath, field)))
+            try:
+                _unpublish(target, join_path(wpath, field))
+                run_sync(target.delete_dir(join_path(wpath, field)))
+            except OSError as e:
+                raise HcsWriteError(
+                    f"field {field!r} is no longer listed, but its data could not be deleted "
+                    f"({e.strerror or e}): delete the folder yourself",
+                    str(store).rstrip("/") + "/" + join_path(wpath, field)) from e
             if not kept and not _holds_groups(target, wpath):
                 # the well goes only if nothing else is in it: a field another writer has
                 # reserved (under this lock) and is filling must never be deleted

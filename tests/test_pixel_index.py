@@ -78,6 +78,14 @@ def test_where_drop_takes_what_pandas_takes(grid, threshold):
     np.testing.assert_allclose(got.x.values, want.x.values)
 
 
+def test_label_slices_with_a_step_take_every_step_th_pixel_as_pandas():
+    ours, plain = _pair(0.0, 0.5, 10)
+    for sl in (slice(1, 4, 2), slice(None, None, 3), slice(0.2, None, 4)):
+        np.testing.assert_array_equal(ours.sel(x=sl).values, plain.sel(x=sl).values)
+    with pytest.raises(KeyError):
+        ours.sel(x=slice(0, 4, 0.5))
+
+
 def test_pad_and_backfill_and_tolerance():
     ours, plain = _pair(0.0, 0.5, 10)
     for method in ("pad", "ffill", "backfill", "bfill"):

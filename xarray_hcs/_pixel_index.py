@@ -8,9 +8,9 @@ answers them as a ``PandasIndex`` over the same values would:
 
 - a slice ``sel(x=slice(a, b))`` takes every pixel whose coordinate lies in ``[a, b]``
   (both ends included, as pandas does), and stays a ``PixelIndex``;
-- a label or an array of labels takes the pixels at exactly those coordinates (within a
-  few units in the last place, so that a value read back from the coordinate always
-  matches); any other value is a ``KeyError``, as in pandas;
+- a label or an array of labels takes the pixels at exactly those coordinates (within 1e-9
+  of a pixel, so that a value printed and typed back, or read back from the coordinate,
+  always matches); any other value is a ``KeyError``, as in pandas;
 - ``method="nearest"``, ``"pad"``/``"ffill"`` or ``"backfill"``/``"bfill"`` (with an
   optional ``tolerance``) take the nearest, previous or next pixel.
 """
@@ -115,11 +115,13 @@ class PixelIndex(RangeIndex):
             ) -> IndexSelResult:
         label = labels[self.dim]
         if isinstance(label, slice):
-            if label.step is not None:
-                raise NotImplementedError(
-                    f"a label slice of {self.dim!r} with a step: select with isel, or use "
-                    "a slice without one")
-            return IndexSelResult({self.dim: self._slice(label.start, label.stop)})
+            span = self._slice(label.start, label.stop)
+            if label.step is not None:  # as pandas: the labels' span, every step-th pixel
+                if not isinstance(label.step, int | np.integer) or label.step < 1:
+                    raise KeyError(f"the step of a label slice of {self.dim!r} counts pixels "
+                                   f"and must be a whole number >= 1, got {label.step!r}")
+                span = slice(span.start, span.stop, int(label.step))
+            return IndexSelResult({self.dim: span})
         if isinstance(label, xr.DataArray | xr.Variable):
             values = np.asarray(label.values)
         else:

@@ -1013,6 +1013,8 @@ def test_arguments_of_the_wrong_kind_are_errors_of_the_family(tmp_path, plate_v0
         (lambda: dt.hcs.stack(0, chunks={"y": -2}), xarray_hcs.HcsValueError),
         (lambda: dt.hcs.stack(0, chunks=0), xarray_hcs.HcsValueError),
         (lambda: xr.open_datatree(p, engine="ome-hcs", tables="no"), xarray_hcs.HcsTypeError),
+        (lambda: xr.open_datatree(p, engine="ome-hcs", consolidated="x"),
+         xarray_hcs.HcsTypeError),
         (lambda: xr.open_datatree(p, engine="ome-hcs", labels=5), xarray_hcs.HcsTypeError),
         (lambda: xr.open_datatree(p, engine="ome-hcs", labels=[]), xarray_hcs.HcsValueError),
         (lambda: xr.open_datatree(p, engine="ome-hcs", levels=[]), xarray_hcs.HcsValueError),

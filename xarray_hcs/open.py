@@ -20,6 +20,14 @@ __all__ = ["open_plate", "plate_tree", "plate_groups"]
 
 def _nodes(obj: Any, opts: OpenOptions, storage_options: dict[str, Any] | None,
            consolidated: bool | None) -> tuple[PlateStore, dict[str, Any]]:
+    if consolidated is not None and not isinstance(consolidated, bool):
+        from .errors import HcsTypeError
+
+        raise HcsTypeError(f"consolidated must be True, False or None, got {consolidated!r}")
+    if storage_options is not None and not isinstance(storage_options, dict):
+        from .errors import HcsTypeError
+
+        raise HcsTypeError(f"storage_options must be a dict, got {storage_options!r}")
     ps = open_store(obj, storage_options=storage_options, consolidated=consolidated)
     with gc_paused():
         rec = read_plate(ps, opts)

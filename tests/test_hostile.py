@@ -1099,3 +1099,41 @@ except xarray_hcs.HcsError as e:
     assert out.startswith("HcsWriteError") and "no longer listed" in out, out
     assert str(p / "A/01/1") in out
     assert xr.open_datatree(p, engine="ome-hcs").hcs.field_paths == ["A/01/0"]
+
+
+def test_mode_w_refuses_what_it_would_only_half_clear_or_break(tmp_path, plate_v05,
+                                                               monkeypatch):
+    """A fourth round: each of these lost or broke a plate. Refused now, nothing deleted."""
+    dt = xr.open_datatree(plate_v05, engine="ome-hcs")
+    monkeypatch.chdir(tmp_path)
+    p = tmp_path / "p.zarr"
+    dt.hcs.to_zarr(p)
+
+    def listing() -> list[str]:
+        return sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*"))
+
+    before = listing()
+    # "missing/../p.zarr" is p.zarr, however the file system would see it
+    with pytest.raises(HcsExistsError, match="already holds data"):
+        xarray_hcs.create_plate("missing/../p.zarr", ["A/01"], _IMG)
+    # local:// is the local file system (it was cleared, then failed)
+    with pytest.raises(HcsExistsError):
+        dt.hcs.to_zarr(f"local://{tmp_path}", mode="w")
+    # a plate inside another zarr store (a well of a plate) would break it
+    with pytest.raises(HcsExistsError, match="lies inside the zarr store"):
+        dt.hcs.to_zarr(p / "A" / "01", mode="w")
+    assert listing() == before
+    # a user's file beside the rows, or a link anywhere in it: refused before any deletion
+    (p / "README.txt").write_text("mine")
+    with pytest.raises(HcsExistsError, match="README.txt"):
+        dt.hcs.to_zarr(p, mode="w")
+    (p / "README.txt").unlink()
+    (p / "A" / "link").symlink_to(tmp_path)
+    with pytest.raises(HcsExistsError, match="symbolic link") as e:
+        dt.hcs.to_zarr(p, mode="w")
+    assert len(str(e.value)) < 400  # names the store, not the tree
+    (p / "A" / "link").unlink()
+    assert listing() == before
+    assert xr.open_datatree(p, engine="ome-hcs").hcs.field_paths == dt.hcs.field_paths
+    dt.hcs.to_zarr(f"local://{p}", mode="w")  # and a plate of its own is replaced
+    xr.testing.assert_identical(xr.open_datatree(p, engine="ome-hcs"), dt)

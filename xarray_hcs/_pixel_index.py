@@ -127,6 +127,9 @@ class PixelIndex(RangeIndex):
         else:
             values = np.asarray(label)
         pos = self._positions(values)
+        if np.any(~np.isfinite(pos)):  # NaN is no position, not the first pixel
+            raise KeyError(f"{np.atleast_1d(values)[:3].tolist()} is no coordinate of "
+                           f"{self.dim!r}")
         if method is None:
             nearest = np.round(pos)
             exact = np.abs(pos - nearest) <= _EXACT * np.maximum(1.0, np.abs(nearest))

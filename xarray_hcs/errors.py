@@ -132,7 +132,14 @@ def store_write_errors(func: _F) -> _F:
         except HcsError:
             raise
         except OSError as e:
-            store = str(args[0]) if args else None
+            import inspect
+
+            try:  # the store written, not the tree (to_zarr's first argument)
+                called = inspect.signature(func).bind_partial(*args, **kwargs).arguments
+            except TypeError:
+                called = {}
+            target = called.get("store", args[0] if args else None)
+            store = None if target is None else str(target)[:500]
             name = None if e.filename is None else str(e.filename)
             # a file name relative to a folder being deleted says little on its own: the
             # store, then the name

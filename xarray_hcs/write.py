@@ -54,7 +54,10 @@ def open_writable(store: Any, storage_options: dict[str, Any] | None = None) -> 
         if s.lower().rstrip("/").endswith((".ozx", ".zip")):
             raise HcsValueError("writing .ozx/.zip plates is not supported: write a directory and "
                            "zip it (metadata documents first)", s)
-        if "://" in s and not s.startswith("file://"):
+        for local in ("file://", "local://"):  # fsspec's names of the local file system
+            if s.startswith(local):
+                s = s[len(local):]
+        if "://" in s:
             from zarr.storage import FsspecStore
 
             return FsspecStore.from_url(s, storage_options=storage_options or {},
@@ -64,14 +67,26 @@ def open_writable(store: Any, storage_options: dict[str, Any] | None = None) -> 
         if not s.strip():
             raise HcsPathError("is an empty path: name the plate's folder", repr(s))
         # absolute: "." or "" would otherwise write into (or clear) whatever the working
-        # directory is when the write runs
-        path = Path(s.removeprefix("file://")).expanduser().absolute()
+        # directory is when the write runs; normalised: "missing/../p.zarr" is p.zarr, which
+        # the file system would only see once "missing" had been made
+        path = Path(os.path.normpath(Path(s).expanduser().absolute()))
         _check_local_target(path, s)
         if path.exists() and not path.is_dir():
             raise HcsExistsError("exists and is not a directory", s)
+        _check_not_inside_a_store(path, s)
         return LocalStore(path, read_only=False)
     raise TypeError(f"cannot write a plate to {type(store).__name__}: pass a path, URL or "
                     "zarr Store")
+
+
+def _check_not_inside_a_store(path: Path, where: str) -> None:
+    """A plate written into another zarr store (a well of a plate) would break it."""
+    for parent in path.parents:
+        if any((parent / doc).is_file() for doc in ("zarr.json", ".zgroup", ".zattrs",
+                                                   ".zarray")):
+            raise HcsExistsError(f"lies inside the zarr store {str(parent)!r}: a plate written "
+                                 "there would break it; write it beside, not into, another "
+                                 "store", where)
 
 
 def _check_local_target(path: Path, where: str) -> None:
@@ -168,6 +183,31 @@ def _check_replaceable(target: Store, where: str) -> None:
         if cwd == root or root in cwd.parents:
             raise HcsExistsError("is (or holds) the working directory: replacing it would "
                                  "delete the folder you work in; write elsewhere", where)
+        _check_clearable(Path(str(target.root)), where)
+
+
+#: what a plate's root folder holds besides its rows and tables
+_ROOT_FILES = ("zarr.json", ".zattrs", ".zgroup", ".zmetadata", ".xarray-hcs.lock")
+
+
+def _check_clearable(root: Path, where: str) -> None:
+    """Before anything is deleted: a file of the user's beside the plate's rows (a README),
+    or a symbolic link anywhere in it (whose target is not the plate's to delete, and which
+    the store cannot delete as a folder), is refused, rather than a store half cleared."""
+    for entry in os.scandir(root):
+        if entry.is_symlink():
+            raise HcsExistsError(f"holds a symbolic link, {entry.name!r}: mode='w' deletes "
+                                 "only what is the plate's own; nothing was deleted", where)
+        if entry.is_file(follow_symlinks=False) and entry.name not in _ROOT_FILES:
+            raise HcsExistsError(f"holds {entry.name!r}, a file that is no part of a plate: "
+                                 "move it out (or delete it) first; nothing was deleted", where)
+    for folder, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            if os.path.islink(os.path.join(folder, name)):
+                link = os.path.relpath(os.path.join(folder, name), root)
+                raise HcsExistsError(f"holds a symbolic link, {link!r}: mode='w' deletes "
+                                     "only what is the plate's own; nothing was deleted",
+                                     where)
 
 
 #: root documents: whatever claims that the store is a zarr group, a plate
@@ -185,9 +225,10 @@ async def _clear(store: Store, zarr_format: int) -> None:
             await store.delete(name)
     for entry in [e.rstrip("/") async for e in store.list_dir("")]:
         if entry and entry not in bare:
-            await store.delete_dir(entry)
-            if await store.exists(entry):
+            if await store.exists(entry):  # a file (a document, the lock)
                 await store.delete(entry)
+            else:
+                await store.delete_dir(entry)
 
 
 def _default_chunks(var: xr.Variable) -> tuple[int, ...]:

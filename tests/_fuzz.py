@@ -113,7 +113,7 @@ def _get(doc: Any, path: tuple[Any, ...]) -> Any:
     return doc
 
 
-def _zstd_bomb(size: int) -> bytes:
+def zstd_bomb(size: int) -> bytes:
     """A valid zstd frame of ``size`` zero bytes in RLE blocks (a few KB on disk)."""
     out = bytearray(b"\x28\xb5\x2f\xfd\xe0") + struct.pack("<Q", size)
     n = size
@@ -205,7 +205,7 @@ def damage_chunk(path: Path, rng: random.Random) -> str:
         b[i] ^= 1 << rng.randrange(8)
         path.write_bytes(bytes(b))
     elif kind == "bomb":
-        path.write_bytes(_zstd_bomb(rng.choice([2**20, 2**31, 4 * 2**30])))
+        path.write_bytes(zstd_bomb(rng.choice([2**20, 2**31, 4 * 2**30])))
     elif kind == "gzbomb":
         import zlib
 

@@ -19,6 +19,7 @@ import numcodecs
 import numpy as np
 import pytest
 import xarray as xr
+from _fuzz import zstd_bomb
 
 import xarray_hcs
 from xarray_hcs.errors import HcsError, HcsExistsError, HcsMetadataError, HcsReadError
@@ -55,7 +56,7 @@ def _limited(code: str, *args: str, memory: int = 2 * 2**30, timeout: float = 12
                f"{memory}))\n")
     try:
         r = subprocess.run([sys.executable, "-c", prelude + code, *args], capture_output=True,
-                           text=True, timeout=timeout)
+                           text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         return "KILLED"
     lines = (r.stdout or r.stderr).strip().splitlines()
@@ -256,16 +257,6 @@ def test_a_huge_claimed_shape_is_refused_quickly(tmp_path, version, axis, shape)
     assert out.startswith("HCSERROR HcsMetadataError") and "more than" in out, out
 
 
-def _zstd_bomb(size: int) -> bytes:
-    out = bytearray(b"\x28\xb5\x2f\xfd\xe0") + struct.pack("<Q", size)
-    n = size
-    while n > 0:
-        b = min(131072, n)
-        n -= b
-        out += struct.pack("<I", (1 if n == 0 else 0) | (1 << 1) | (b << 3))[:3] + b"\x00"
-    return bytes(out)
-
-
 @pytest.mark.parametrize("bomb", ["zstd", "zstd-small", "gzip", "ozx"])
 def test_decompression_bombs_are_refused_before_they_inflate(tmp_path, bomb):
     import zlib
@@ -275,9 +266,9 @@ def test_decompression_bombs_are_refused_before_they_inflate(tmp_path, bomb):
     chunk = _chunk(p, version)
     target = p
     if bomb == "zstd":  # 131 KB declaring 4 GiB
-        chunk.write_bytes(_zstd_bomb(4 * 2**30))
+        chunk.write_bytes(zstd_bomb(4 * 2**30))
     elif bomb == "zstd-small":  # a few KB declaring 64 MiB: small enough to be read
-        chunk.write_bytes(_zstd_bomb(64 * 2**20)[:4096] + b"")
+        chunk.write_bytes(zstd_bomb(64 * 2**20)[:4096] + b"")
     elif bomb == "gzip":  # the v2 array's compressor replaced: gzip of 1.5 GiB of zeros
         doc = _array_doc(p, version)
         meta = json.loads(doc.read_text())
@@ -514,46 +505,41 @@ def test_a_lock_that_cannot_be_taken_is_an_hcs_write_error(tmp_path, kind):
     elif kind == "symlink-loop":
         lock.symlink_to(lock)
     docs = {f: f.read_bytes() for f in p.rglob("zarr.json")}
-    for call in (lambda: xarray_hcs.add_image(p, "A", 1, _IMG, timeout=5),
-                 lambda: xarray_hcs.remove_image(p, "A", 1, "0", timeout=5)):
-        if kind == "read-only":
-            out = _as_unprivileged(p, "add_image" if call.__code__.co_names[-1] ==
-                                   "add_image" else "remove_image")
+    if kind == "read-only":
+        folders = [p, *(d for d in p.rglob("*") if d.is_dir())]
+        for body in ('xarray_hcs.add_image(p, "A", 1, img, levels=1)',
+                     'xarray_hcs.remove_image(p, "A", 1, "0")'):
+            out = _unprivileged(f"p = {str(p)!r}\n{body}", folders)
             assert out.startswith("HcsWriteError") and str(p) in out, out
-            continue
-        with pytest.raises(xarray_hcs.HcsWriteError, match="cannot take the plate's lock"):
-            call()
+    else:
+        for call in (lambda: xarray_hcs.add_image(p, "A", 1, _IMG, timeout=5),
+                     lambda: xarray_hcs.remove_image(p, "A", 1, "0", timeout=5)):
+            with pytest.raises(xarray_hcs.HcsWriteError, match="cannot take the plate's lock"):
+                call()
     assert {f: f.read_bytes() for f in p.rglob("zarr.json")} == docs
 
 
-def _as_unprivileged(plate: Path, what: str) -> str:
-    """Run add_image or remove_image on a read-only plate directory in a process that
-    permissions apply to (root drops the capability that ignores them)."""
-    code = f'''
-import numpy as np, xarray as xr, xarray_hcs
-img = xr.DataArray(np.ones((2, 1, 32, 32), "u2"), dims=("c", "z", "y", "x"),
-                   coords={{"c": ["DAPI", "GFP"]}})
-try:
-    if {what!r} == "add_image":
-        xarray_hcs.add_image({str(plate)!r}, "A", 1, img, levels=1)
-    else:
-        xarray_hcs.remove_image({str(plate)!r}, "A", 1, "0")
-    print("WROTE")
-except xarray_hcs.HcsError as e:
-    print(type(e).__name__, e)
-except BaseException as e:
-    print("OTHER", type(e).__name__, e)
-'''
-    dirs = [plate, *(d for d in plate.rglob("*") if d.is_dir())]
-    for d in dirs:
+def _unprivileged(body: str, read_only: list[Path]) -> str:
+    """Run ``body`` in a fresh interpreter that permissions apply to (root drops the
+    capability that ignores them), with the ``read_only`` folders made read-only meanwhile;
+    its last output line: the name of the HcsError it raised and its message, "OTHER ..."
+    for any other exception, else what it printed. ``img`` is a (c, z, y, x) image."""
+    code = (
+        "import numpy as np, xarray as xr, xarray_hcs\n"
+        "img = xr.DataArray(np.ones((2, 1, 32, 32), 'u2'), dims=('c', 'z', 'y', 'x'),\n"
+        "                   coords={'c': ['DAPI', 'GFP']})\n"
+        "try:\n" + "".join(f"    {line}\n" for line in body.splitlines()) +
+        "except xarray_hcs.HcsError as e:\n    print(type(e).__name__, e)\n"
+        "except BaseException as e:\n    print('OTHER', type(e).__name__, e)\n")
+    for d in read_only:
         d.chmod(0o555)
     try:
         cmd = [sys.executable, "-c", code]
         if os.geteuid() == 0:
             cmd = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *cmd]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     finally:
-        for d in dirs:
+        for d in read_only:
             d.chmod(0o755)
     return (r.stdout.strip().splitlines() or [r.stderr.strip()[-300:]])[-1]
 
@@ -561,25 +547,9 @@ except BaseException as e:
 def test_a_write_the_file_system_refuses_is_an_hcs_write_error(tmp_path, plate_v05):
     out = tmp_path / "ro"
     out.mkdir()
-    code = f'''
-import xarray as xr, xarray_hcs
-dt = xr.open_datatree({str(plate_v05)!r}, engine="ome-hcs")
-try:
-    dt.hcs.to_zarr({str(out / "new.zarr")!r}); print("WROTE")
-except xarray_hcs.HcsError as e:
-    print(type(e).__name__, e)
-except BaseException as e:
-    print("OTHER", type(e).__name__, e)
-'''
-    out.chmod(0o555)
-    try:
-        cmd = [sys.executable, "-c", code]
-        if os.geteuid() == 0:
-            cmd = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *cmd]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    finally:
-        out.chmod(0o755)
-    assert r.stdout.strip().splitlines()[-1].startswith("HcsWriteError"), r.stdout + r.stderr
+    got = _unprivileged(f"dt = xr.open_datatree({str(plate_v05)!r}, engine='ome-hcs')\n"
+                        f"dt.hcs.to_zarr({str(out / 'new.zarr')!r})\nprint('WROTE')", [out])
+    assert got.startswith("HcsWriteError"), got
     assert list(out.iterdir()) == []
 
 
@@ -1079,23 +1049,8 @@ def test_a_field_whose_data_cannot_be_deleted_says_it_is_unlisted_and_where(tmp_
     the error says so and names the folder left to delete (not a bare '0')."""
     p = _plate(tmp_path, "0.5", columns=1, fields=2)
     chunkdir = p / "A/01/1/0/c/0/0/0"
-    code = f'''
-import xarray_hcs
-try:
-    xarray_hcs.remove_image({str(p)!r}, "A", 1, "1")
-    print("REMOVED")
-except xarray_hcs.HcsError as e:
-    print(type(e).__name__, e)
-'''
-    chunkdir.chmod(0o555)
-    try:
-        cmd = [sys.executable, "-c", code]
-        if os.geteuid() == 0:
-            cmd = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *cmd]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    finally:
-        chunkdir.chmod(0o755)
-    out = r.stdout.strip().splitlines()[-1]
+    out = _unprivileged(f"xarray_hcs.remove_image({str(p)!r}, 'A', 1, '1')\nprint('REMOVED')",
+                        [chunkdir])
     assert out.startswith("HcsWriteError") and "no longer listed" in out, out
     assert str(p / "A/01/1") in out
     assert xr.open_datatree(p, engine="ome-hcs").hcs.field_paths == ["A/01/0"]

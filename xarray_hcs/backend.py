@@ -70,7 +70,10 @@ def _refuse_unknown(call: str, kwargs: dict[str, Any], ours: Iterable[str]) -> N
         f"{', '.join(sorted(set(xarray_own)))}")
 
 
-def _looks_like_plate(path: str) -> bool:
+def looks_like_plate(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a local plate: an ``.ozx`` file, or a folder whose root document
+    holds plate metadata (read without zarr: this runs for every file xarray is asked to
+    open)."""
     p = Path(path)
     if p.suffix.lower() == ".ozx" and p.is_file():
         return True
@@ -81,8 +84,9 @@ def _looks_like_plate(path: str) -> bool:
                 attrs = json.loads(doc.read_bytes())
             except ValueError:
                 return False
-            if name == "zarr.json":
-                attrs = attrs.get("attributes", {}).get("ome", {})
+            if name == "zarr.json":  # any JSON may be there: only a plate's says "plate"
+                attrs = attrs.get("attributes") if isinstance(attrs, dict) else None
+                attrs = attrs.get("ome") if isinstance(attrs, dict) else None
             return isinstance(attrs, dict) and "plate" in attrs
     return False
 
@@ -107,7 +111,7 @@ class OmeHcsBackendEntrypoint(BackendEntrypoint):
             if "://" in s:
                 return False
             try:
-                return _looks_like_plate(s)
+                return looks_like_plate(s)
             except OSError:
                 return False
         return False

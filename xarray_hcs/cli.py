@@ -45,23 +45,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _is_plate(path: Path) -> bool:
-    """Whether ``path`` is a folder holding an OME-Zarr plate (its root says so)."""
-    import json
+    """Whether ``path`` is a folder (not a link to one) holding an OME-Zarr plate."""
+    from .backend import looks_like_plate
 
-    if not path.is_dir() or path.is_symlink():
-        return False
-    for name in ("zarr.json", ".zattrs"):
-        doc = path / name
-        if doc.is_file() and doc.stat().st_size < 64 << 20:
-            try:
-                attrs = json.loads(doc.read_bytes())
-            except ValueError:
-                return False
-            if name == "zarr.json":
-                attrs = attrs.get("attributes", {}) if isinstance(attrs, dict) else {}
-            ome = attrs.get("ome", attrs) if isinstance(attrs, dict) else {}
-            return isinstance(ome, dict) and "plate" in ome
-    return False
+    return path.is_dir() and not path.is_symlink() and looks_like_plate(path)
 
 
 def _run_demo(path: Path, keep: bool) -> int:
